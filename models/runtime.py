@@ -1,0 +1,39 @@
+"""Per-process TensorFlow set-up for one trial: threads, GPU memory growth, seeds."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def configure_tensorflow(cpus: int | None = None, seed: int | None = None) -> dict:
+    """Bound TF's thread pools to the trial's CPUs and let GPU memory grow on demand.
+
+    Call at the start of a trial, before TensorFlow runs any op. Fractional GPUs
+    (several trials on one device) only work with memory growth on: without it the
+    first trial grabs the whole card. Returns what was applied, for the trial's log.
+    """
+    import keras
+    import tensorflow as tf
+
+    applied: dict = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if cpus:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(cpus))
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, int(cpus)))
+            applied["threads"] = int(cpus)
+        except RuntimeError:  # TF already initialised in this process: keep its pools
+            log.debug("TensorFlow already initialised; thread pools left as they are")
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            log.debug("memory growth could not be set on %s (already initialised)", gpu.name)
+    applied["gpus"] = [g.name for g in gpus]
+    keras.backend.clear_session()  # no Keras state leaks from an earlier trial in this process
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    return applied

@@ -1,0 +1,258 @@
+"""Train one U-Net from a TrialConfig: the function every search trial calls.
+
+`train(config, on_epoch_end=...)` prepares the data (cached), splits it, builds the
+model, trains with the encoder frozen for `freeze_epochs` and then fine-tuned at a
+lower learning rate, and validates on whole validation images after every epoch
+(foreground IoU over all nucleus pixels, Dice, Kaggle mAP). The hook receives each
+epoch's metrics and the model: `nuclei-search train` writes files with it, the Ray Tune
+trainable reports and checkpoints with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from nuclei_search.config import TrialConfig
+from nuclei_search.errors import DataError, NucleiSearchError
+
+log = logging.getLogger(__name__)
+
+#: on_epoch_end(epoch (1-based), metrics of that epoch, model, state to checkpoint)
+EpochHook = Callable[[int, dict, object, "TrainState"], None]
+
+STATE_FILE = "train_state.json"
+MODEL_FILE = "model.keras"
+
+
+class TrialDiverged(NucleiSearchError, RuntimeError):
+    """The training loss became NaN or infinite (exit code 1: not a usage error)."""
+
+    exit_code = 1
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint needs besides the model to continue a run exactly where it was."""
+
+    epoch: int = 0  # epochs completed
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)  # metrics of the best epoch (by val_iou)
+
+    def save(self, folder: str | Path, model) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder / MODEL_FILE)
+        (folder / STATE_FILE).write_text(json.dumps(self.__dict__, indent=1, default=float))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TrainState":
+        values = json.loads((Path(folder) / STATE_FILE).read_text())
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    config: TrialConfig
+    best: dict
+    history: list[dict]
+    epochs_run: int
+    seconds: float
+    data_fingerprint: str
+    n_train: int
+    n_val: int
+    model: object = field(repr=False, default=None)
+
+    def metrics_record(self) -> dict:
+        """The content of metrics.json."""
+        best = self.best
+        return {
+            "val_iou": best.get("val_iou"),
+            "val_dice": best.get("val_dice"),
+            "val_map": best.get("val_map"),
+            "val_iou_per_image": best.get("val_iou_per_image"),
+            "best_epoch": best.get("epoch"),
+            "epochs": self.epochs_run,
+            "seconds": round(self.seconds, 2),
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "data_fingerprint": self.data_fingerprint,
+            "config": self.config.to_dict(),
+        }
+
+
+def compile_model(model, config: TrialConfig, learning_rate: float) -> None:
+    import keras
+
+    from models.losses import get_loss
+    from models.metrics import DiceScore, ForegroundIoU
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=get_loss(config.loss),
+        metrics=[ForegroundIoU(name="iou"), DiceScore(name="dice")],
+    )
+
+
+def load_checkpoint_model(folder: str | Path):
+    """Load a checkpoint's model (safe_mode: registered layers only, no lambdas)."""
+    import keras
+
+    import models.layers  # noqa: F401  (registers custom layers)
+    import models.losses  # noqa: F401
+    import models.metrics  # noqa: F401
+
+    return keras.models.load_model(Path(folder) / MODEL_FILE, safe_mode=True)
+
+
+def load_data(config: TrialConfig, progress: bool = False):
+    """Prepared dataset and its deterministic train/val split."""
+    from data_pipeline.preprocess import prepare
+    from data_pipeline.split import train_val_split
+
+    prepared = prepare(config.data, cache_dir=config.cache_dir, progress=progress)
+    train_ids, val_ids = train_val_split(prepared.ids, prepared.types, config.val_fraction, config.split_seed)
+    return prepared, train_ids, val_ids
+
+
+def train(
+    config: TrialConfig,
+    on_epoch_end: EpochHook | None = None,
+    *,
+    cpus: int | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train `config` for `config.epochs` epochs; return the best epoch's metrics and the model.
+
+    `resume_from` is a checkpoint folder written by `TrainState.save`: training goes on
+    from the epoch after it, with the optimizer state it held.
+    """
+    import keras
+
+    from data_pipeline.loader import make_train_dataset, steps_per_epoch, val_arrays
+    from models.evaluation import evaluate_model
+    from models.runtime import configure_tensorflow
+    from models.unet import build_unet, pad_multiple, set_encoder_trainable
+
+    config.validate()
+    started = time.perf_counter()
+    configure_tensorflow(cpus=cpus, seed=config.seed)
+    prepared, train_ids, val_ids = load_data(config, progress=progress)
+    if not train_ids or not val_ids:
+        raise DataError(
+            f"data source {config.data!r} has {len(prepared.ids)} images: too few for a train/val split "
+            f"with val_fraction={config.val_fraction}"
+        )
+    dataset = make_train_dataset(prepared, train_ids, config, cpus=cpus)
+    steps = steps_per_epoch(len(train_ids), config)
+    val = val_arrays(prepared, val_ids)
+    val_images = [image for image, _ in val]
+    val_labels = [labels for _, labels in val]
+    multiple = pad_multiple(config)
+
+    if resume_from is not None:
+        state = TrainState.load(resume_from)
+        model = load_checkpoint_model(resume_from)
+        log.info("resuming from %s after epoch %d", resume_from, state.epoch)
+    else:
+        state = TrainState()
+        model = build_unet(config)
+
+    class _Validate(keras.callbacks.Callback):
+        """Whole-image validation, NaN guard and the epoch hook."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise TrialDiverged(f"training loss became {float(loss)} at epoch {state.epoch + 1}, step {batch + 1}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            result = evaluate_model(
+                self.model, val_images, val_labels, multiple=multiple,
+                threshold=config.threshold, instance_method=config.instance_method,
+            )
+            logs.update(result.as_metrics())
+            row = {"epoch": epoch + 1, "learning_rate": float(self.model.optimizer.learning_rate)}
+            row.update({k: float(v) for k, v in logs.items()})
+            state.epoch = epoch + 1
+            state.history.append(row)
+            if not state.best or row["val_iou"] > state.best["val_iou"]:
+                state.best = dict(row)
+            log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, row, self.model, state)
+
+    # Phase 1: encoder frozen (only for an encoder with something worth freezing).
+    phases = []
+    freeze_until = min(config.freeze_epochs, config.epochs) if config.backbone != "none" else 0
+    if state.epoch < freeze_until:
+        phases.append((False, config.learning_rate, freeze_until))
+    fine_tune_lr = config.learning_rate * (config.fine_tune_lr_factor if freeze_until else 1.0)
+    phases.append((True, fine_tune_lr, config.epochs))
+    verbose = 1 if progress else 0
+    # A resumed model keeps its optimizer state while it stays in the phase it was saved in.
+    loaded_phase = None if resume_from is None else state.epoch >= freeze_until
+    for trainable, lr, until in phases:
+        if state.epoch >= until:
+            continue
+        set_encoder_trainable(model, trainable)
+        if trainable != loaded_phase or getattr(model, "optimizer", None) is None:
+            compile_model(model, config, lr)
+        loaded_phase = None
+        model.fit(
+            dataset, epochs=until, initial_epoch=state.epoch, steps_per_epoch=steps,
+            callbacks=[_Validate()], verbose=verbose,
+        )
+    return TrainResult(
+        config=config,
+        best=state.best,
+        history=state.history,
+        epochs_run=state.epoch,
+        seconds=time.perf_counter() - started,
+        data_fingerprint=prepared.fingerprint,
+        n_train=len(train_ids),
+        n_val=len(val_ids),
+        model=model,
+    )
+
+
+def write_history_csv(history: list[dict], path: str | Path) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys.extend(k for k in row if k not in keys)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def train_to_folder(config: TrialConfig, out: str | Path, *, cpus: int | None = None,
+                    progress: bool = False) -> TrainResult:
+    """`nuclei-search train`: train and write model.keras (best epoch), history.csv, metrics.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def keep_best(epoch: int, row: dict, model, state: TrainState) -> None:
+        if state.best.get("epoch") == epoch:
+            model.save(out / MODEL_FILE)
+        write_history_csv(state.history, out / "history.csv")
+
+    result = train(config, keep_best, cpus=cpus or os.cpu_count(), progress=progress)
+    (out / "metrics.json").write_text(json.dumps(result.metrics_record(), indent=2))
+    (out / "config.yaml").write_text(_yaml(config.to_dict()))
+    return result
+
+
+def _yaml(values: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(values, sort_keys=False)

@@ -1,0 +1,66 @@
+"""The `nuclei-search` command line: a thin layer that parses arguments and calls the API.
+
+Each module in this package registers one command group with `register(subparsers)`
+and sets `func` to a handler `handler(args) -> int`. Library code never prints; the
+handlers do. Every NucleiSearchError becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from nuclei_search import __version__
+from nuclei_search.errors import NucleiSearchError
+
+# Command modules, in the order `--help` lists them.
+COMMAND_MODULES = (
+    "nuclei_search.cli.data",
+    "nuclei_search.cli.train",
+    "nuclei_search.cli.run",
+    "nuclei_search.cli.results",
+    "nuclei_search.cli.cluster",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nuclei-search",
+        description="Distributed hyperparameter search for U-Net nucleus segmentation (DSB2018).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command group not built yet
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except NucleiSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

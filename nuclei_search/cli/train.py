@@ -1,0 +1,75 @@
+"""`nuclei-search train`: one trial, trained end to end, written to a folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from nuclei_search.config import TrialConfig
+from nuclei_search.errors import ExperimentError
+
+OUTPUT_FILES = ("model.keras", "history.csv", "metrics.json", "config.yaml")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--field-name` flag per TrialConfig field (defaults come from the dataclass)."""
+    group = parser.add_argument_group("trial configuration (override --config)")
+    for f in fields(TrialConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        metavar = {"int": "N", "float": "X", "bool": "BOOL"}.get(kind.split(" ")[0], "STR")
+        group.add_argument(flag, dest=f"cfg_{f.name}", default=None, metavar=metavar,
+                           help=f"default: {f.default}")
+
+
+def config_from_args(args: argparse.Namespace) -> TrialConfig:
+    values = {}
+    if getattr(args, "config", None):
+        values.update(TrialConfig.from_yaml(args.config).to_dict())
+    for name in TrialConfig.field_names():
+        value = getattr(args, f"cfg_{name}", None)
+        if value is not None:
+            values[name] = value
+    return TrialConfig.from_dict(values)
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an existing folder with content unless --overwrite (then clear only our files)."""
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExperimentError(f"--out {out} already holds files; pass --overwrite to replace them")
+        for name in OUTPUT_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one U-Net (one trial) and write model.keras, history.csv, metrics.json",
+        description="Train one U-Net from flags or a YAML trial config. Default data: synthetic nuclei.",
+    )
+    p.add_argument("--config", metavar="YAML", help="trial config file (TrialConfig fields)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
+    p.add_argument("--cpus", type=int, default=None, help="CPU threads for TensorFlow (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(p)
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from models.train import train_to_folder
+
+    config = config_from_args(args)
+    prepare_out_dir(args.out, args.overwrite)
+    result = train_to_folder(config, args.out, cpus=args.cpus, progress=not args.quiet)
+    record = result.metrics_record()
+    summary = {k: record[k] for k in ("val_iou", "val_iou_per_image", "val_dice", "val_map", "best_epoch",
+                                      "epochs", "seconds")}
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}/model.keras, history.csv, metrics.json")
+    return 0

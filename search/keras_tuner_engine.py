@@ -1,0 +1,142 @@
+"""KerasTuner as a second search engine over the same YAML space, data and model code.
+
+`--engine keras-tuner` runs KerasTuner's Hyperband or BayesianOptimization oracle in
+this process (trials one after another; KerasTuner has no cluster scheduler). Each
+trial calls the same `models.train.train` as the Ray trainable and writes the same
+per-trial files as a Ray Tune trial folder (`params.json`, `result.json` lines,
+`progress.csv`, a best checkpoint with `model.keras` + `train_state.json`), plus a
+`trial_status.json`; so `leaderboard` and `compare` read both engines alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from search.experiment import SearchOptions, claim, local_dir, save_metadata, SPACE_FILE, find_experiment
+from search.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+METRIC = "val_iou"
+KT_DIR = "keras_tuner"
+STATUS_FILE = "trial_status.json"
+BEST_CHECKPOINT = "checkpoint_best"
+LAST_CHECKPOINT = "checkpoint_last"
+
+
+def trial_folder(experiment: Path, trial_id: str) -> Path:
+    return experiment / f"kt_trial_{trial_id}"
+
+
+def _make_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, overwrite: bool, progress: bool):
+    import keras_tuner as kt
+
+    from models.train import TrainState, train, write_history_csv
+
+    objective = kt.Objective(METRIC, direction="max")
+    epochs = int(space.fixed.get("epochs") or 10)
+    if options.kt_tuner == "hyperband":
+        oracle = kt.oracles.HyperbandOracle(objective=objective, max_epochs=epochs, factor=2,
+                                            hyperband_iterations=1, seed=options.seed)
+    else:
+        oracle = kt.oracles.BayesianOptimizationOracle(objective=objective, max_trials=options.num_samples,
+                                                       seed=options.seed)
+
+    class UNetTuner(kt.engine.base_tuner.BaseTuner):
+        def run_trial(self, trial, *args, **kwargs):
+            hp = trial.hyperparameters
+            sampled = space.keras_tuner_values(hp)
+            config = space.resolve(sampled)
+            resume_from = None
+            if "tuner/epochs" in hp.values:  # Hyperband: train up to this round's epochs
+                config = config.replace(epochs=int(hp.get("tuner/epochs")))
+                parent = hp.values.get("tuner/trial_id")
+                if parent:
+                    candidate = trial_folder(experiment, parent) / LAST_CHECKPOINT
+                    if (candidate / "train_state.json").is_file():
+                        resume_from = str(candidate)
+            folder = trial_folder(experiment, trial.trial_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "params.json").write_text(json.dumps({**sampled, "resolved": config.to_dict()}, indent=1))
+            started = time.perf_counter()
+            results = open(folder / "result.json", "a")
+
+            def on_epoch(epoch: int, row: dict, model, state: TrainState) -> None:
+                record = {**row, "trial_id": trial.trial_id, "training_iteration": epoch,
+                          "time_total_s": time.perf_counter() - started, "timestamp": time.time()}
+                results.write(json.dumps(record) + "\n")
+                results.flush()
+                write_history_csv([{**r, "trial_id": trial.trial_id} for r in state.history],
+                                  folder / "progress.csv")
+                with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                    state.save(tmp, model)
+                    if state.best.get("epoch") == epoch:
+                        _replace_dir(Path(tmp), folder / BEST_CHECKPOINT, copy=True)
+                    _replace_dir(Path(tmp), folder / LAST_CHECKPOINT, copy=False)
+
+            status = {"status": "TERMINATED", "error": None, "engine": "keras-tuner"}
+            try:
+                result = train(config, on_epoch, cpus=None, resume_from=resume_from)
+            except Exception as exc:
+                status.update(status="ERROR", error=f"{type(exc).__name__}: {exc}")
+                (folder / STATUS_FILE).write_text(json.dumps(status))
+                raise kt.errors.FailedTrialError(str(exc)) from exc
+            finally:
+                results.close()
+            status["best_epoch"] = result.best.get("epoch")
+            (folder / STATUS_FILE).write_text(json.dumps(status))
+            return {METRIC: float(result.best[METRIC])}
+
+    return UNetTuner(oracle=oracle, directory=str(experiment), project_name=KT_DIR, overwrite=overwrite,
+                     max_consecutive_failed_trials=max(3, options.max_failures + 1))
+
+
+def _replace_dir(src: Path, dest: Path, copy: bool) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if copy:
+        shutil.copytree(src, tmp)
+    else:
+        shutil.move(str(src), tmp)
+        src.mkdir()  # TemporaryDirectory removes it afterwards
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
+def run_keras_tuner(options: SearchOptions, *, overwrite: bool = False, progress: bool = True,
+                    resume: bool = False):
+    from search.runner import SearchSummary, effective_space
+
+    if resume:
+        experiment = find_experiment(options.name, options.storage)
+        space = SearchSpace.from_text((experiment / SPACE_FILE).read_text(), source=options.space)
+    else:
+        space = effective_space(options)
+        experiment = local_dir(options.storage, options.name)
+        claim(experiment, overwrite)
+        save_metadata(experiment, options, space.to_yaml())
+    tuner = _make_tuner(options, space, experiment, overwrite=False, progress=progress)
+    started = time.perf_counter()
+    tuner.search(verbose=1 if progress else 0)
+    wall = time.perf_counter() - started
+    trials = list(tuner.oracle.trials.values())
+    errored = [t for t in trials if str(t.status) in ("FAILED", "INVALID")]
+    best_trial, best = None, {}
+    completed = tuner.oracle.get_best_trials(1)
+    if completed:
+        best_trial = completed[0].trial_id
+        best = {METRIC: float(completed[0].score)}
+    trial_seconds = 0.0
+    for t in trials:
+        lines = (trial_folder(experiment, t.trial_id) / "result.json")
+        if lines.is_file():
+            rows = [json.loads(x) for x in lines.read_text().splitlines() if x.strip()]
+            trial_seconds += rows[-1]["time_total_s"] if rows else 0.0
+    return SearchSummary(experiment=experiment, trials=len(trials), terminated=len(trials) - len(errored),
+                         errored=len(errored), best_trial=best_trial, best=best, wall_seconds=wall,
+                         trial_seconds=trial_seconds, concurrency=1)

@@ -1,0 +1,223 @@
+"""`nuclei-search run` / `resume`: a Ray Tune search over a YAML space.
+
+Ray Tune launches the trials (in parallel, on CPUs/GPUs, on one machine or a cluster),
+Optuna's TPE chooses configurations (searcher), ASHA stops poor trials early
+(scheduler). Searcher and scheduler are built apart and composed in a `Tuner`, as in
+Ray Tune's own examples.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nuclei_search.errors import ConfigError, ExperimentError
+from search.experiment import (
+    SearchOptions,
+    claim,
+    find_experiment,
+    load_options,
+    local_dir,
+    save_metadata,
+    storage_root,
+    SPACE_FILE,
+)
+from search.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+METRIC, MODE = "val_iou", "max"
+
+
+@dataclass
+class SearchSummary:
+    experiment: Path
+    trials: int
+    terminated: int
+    errored: int
+    best_trial: str | None
+    best: dict
+    wall_seconds: float
+    trial_seconds: float  # Σ of the trials' own time (Ray's time_total_s)
+    concurrency: int
+
+    @property
+    def overhead(self) -> float:
+        """Orchestration overhead: wall time / (Σ trial time / concurrency) - 1."""
+        ideal = self.trial_seconds / max(1, self.concurrency)
+        return self.wall_seconds / ideal - 1.0 if ideal > 0 else float("nan")
+
+
+def effective_space(options: SearchOptions) -> SearchSpace:
+    space = SearchSpace.from_yaml(options.space)
+    return space.with_fixed(data=options.data, epochs=options.max_epochs, cache_dir=options.cache_dir)
+
+
+def max_epochs(space: SearchSpace) -> int:
+    return int(space.fixed.get("epochs") or space.resolve(space.corner_samples()[0]).epochs)
+
+
+def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path):
+    """(search_alg, param_space) for the chosen searcher."""
+    if options.searcher == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+
+        from search.optuna_searcher import ReconciledOptunaSearch, make_sampler, study_storage
+
+        searcher = ReconciledOptunaSearch(
+            space=space.define_by_run,
+            metric=METRIC,
+            mode=MODE,
+            sampler=make_sampler(options.seed),
+            study_name=options.name,
+            storage=study_storage(experiment),
+        )
+        return ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent), {}
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    param_space = space.tune_param_space(options.searcher)
+    searcher = BasicVariantGenerator(max_concurrent=options.max_concurrent, random_state=options.seed)
+    return searcher, param_space
+
+
+def build_scheduler(options: SearchOptions, epochs: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+
+    if options.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=2)
+    if options.scheduler == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", max_t=epochs, reduction_factor=2)
+    if options.scheduler == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=1, min_samples_required=2)
+    return FIFOScheduler()
+
+
+def build_trainable(options: SearchOptions, space: SearchSpace):
+    from ray import tune
+
+    from search.trainable import train_unet
+
+    trainable = tune.with_parameters(train_unet, space_source=options.space, space_text=space.to_yaml())
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    return tune.with_resources(trainable, resources)
+
+
+def _run_config(options: SearchOptions, progress: bool):
+    from ray import tune
+
+    return tune.RunConfig(
+        name=options.name,
+        storage_path=storage_root(options.storage),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
+        ),
+        failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        verbose=1 if progress else 0,
+    )
+
+
+def _prepare_data(space: SearchSpace, options: SearchOptions, progress: bool) -> None:
+    """Prepare the data once in the driver, so parallel trials on this machine only read the cache."""
+    from data_pipeline.preprocess import prepare
+
+    config = space.resolve(space.corner_samples()[0])
+    prepare(config.data, cache_dir=config.cache_dir, progress=progress)
+
+
+def run_search(options: SearchOptions, *, overwrite: bool = False, progress: bool = True) -> SearchSummary:
+    """Start a new search (refuses an existing experiment unless overwrite)."""
+    from ray import tune
+
+    options.validate()
+    if options.engine == "keras-tuner":
+        from search.keras_tuner_engine import run_keras_tuner
+
+        return run_keras_tuner(options, overwrite=overwrite, progress=progress)
+    space = effective_space(options)
+    if options.searcher == "grid" and options.num_samples != 1:
+        log.info("grid search: every grid point runs num_samples=%d time(s)", options.num_samples)
+    experiment = local_dir(options.storage, options.name)
+    claim(experiment, overwrite)
+    save_metadata(experiment, options, space.to_yaml())
+    if options.address is None:
+        _prepare_data(space, options, progress)
+    from cluster.runtime import connect
+
+    connect(options.address)
+    search_alg, param_space = build_searcher(options, space, experiment)
+    tuner = tune.Tuner(
+        build_trainable(options, space),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode=MODE,
+            search_alg=search_alg,
+            scheduler=build_scheduler(options, max_epochs(space)),
+            num_samples=options.num_samples,
+            max_concurrent_trials=options.max_concurrent,
+        ),
+        run_config=_run_config(options, progress),
+    )
+    return _fit(tuner, options, experiment)
+
+
+def resume_search(ref: str, *, storage: str | None = None, progress: bool = True) -> SearchSummary:
+    """Continue an interrupted search: finished trials are kept, unfinished ones continue."""
+    from ray import tune
+
+    from cluster.runtime import connect
+
+    experiment = find_experiment(ref, storage)
+    options = load_options(experiment)
+    if options.engine == "keras-tuner":
+        from search.keras_tuner_engine import run_keras_tuner
+
+        return run_keras_tuner(options, overwrite=False, progress=progress, resume=True)
+    space = SearchSpace.from_text((experiment / SPACE_FILE).read_text(), source=options.space)
+    ray_dir = str(experiment) if options.storage is None or "://" not in storage_root(options.storage) \
+        else f"{storage_root(options.storage)}/{options.name}"
+    if not tune.Tuner.can_restore(ray_dir):
+        raise ExperimentError(f"experiment {experiment} has no Ray Tune state to resume (it never started?)")
+    if options.address is None:
+        _prepare_data(space, options, progress)
+    connect(options.address)
+    tuner = tune.Tuner.restore(
+        ray_dir, trainable=build_trainable(options, space), resume_unfinished=True, resume_errored=True,
+    )
+    return _fit(tuner, options, experiment)
+
+
+def _fit(tuner, options: SearchOptions, experiment: Path) -> SearchSummary:
+    started = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - started
+    if options.searcher == "optuna":
+        from search.optuna_searcher import close_orphans, study_storage
+
+        close_orphans(study_storage(experiment), options.name)
+    results = list(grid)
+    errored = [r for r in results if r.error is not None]
+    best_trial, best = None, {}
+    try:
+        best_result = grid.get_best_result(metric=METRIC, mode=MODE, scope="all")
+        frame = best_result.metrics_dataframe
+        row = frame.loc[frame[METRIC].idxmax()]
+        best_trial = str(row["trial_id"])
+        best = {k: float(row[k]) for k in ("val_iou", "val_dice", "val_map", "training_iteration") if k in row}
+    except (RuntimeError, KeyError, ValueError):  # no trial reported the metric
+        pass
+    trial_seconds = sum(float((r.metrics or {}).get("time_total_s") or 0.0) for r in results)
+    return SearchSummary(
+        experiment=experiment,
+        trials=len(results),
+        terminated=len(results) - len(errored),
+        errored=len(errored),
+        best_trial=best_trial,
+        best=best,
+        wall_seconds=wall,
+        trial_seconds=trial_seconds,
+        concurrency=options.max_concurrent,
+    )

@@ -1,0 +1,81 @@
+"""The Ray Tune trainable: a plain function that trains one config and reports every epoch.
+
+It calls the same `models.train.train` as `nuclei-search train`. Each epoch it reports
+`val_iou` (plus losses, `val_dice`, `val_map`) with a checkpoint holding the model and
+the training state, so ASHA can stop it, the best checkpoint can be found later, and a
+restored search continues the trial from its last epoch instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from ray import tune
+
+log = logging.getLogger(__name__)
+
+STARTS_FILE = "trial_starts.jsonl"  # one line per (re)start of the trial's training
+
+
+def _trial_cpus() -> int | None:
+    import ray
+
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # not inside Ray
+        return None
+    return max(1, int(cpus)) if cpus else None
+
+
+def train_unet(config: dict, space_source: str | None = None, space_text: str | None = None) -> None:
+    """Ray Tune function trainable. `config` holds the sampled values plus the fixed ones."""
+    import ray
+
+    from models.train import train
+    from search.space import SearchSpace
+
+    space = SearchSpace.from_text(space_text, source=space_source or "<space>")
+    trial_config = space.resolve(config)
+
+    checkpoint = tune.get_checkpoint()
+    context = tune.get_context()
+    trial_dir = Path(context.get_trial_dir())
+    node_id = ray.get_runtime_context().get_node_id()
+    placement = {
+        "node_id": node_id,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "pid": os.getpid(),
+    }
+
+    def run(resume_from: str | None) -> None:
+        start = {"time": time.time(), "resumed_from_epoch": None, **placement}
+        if resume_from:
+            from models.train import TrainState
+
+            start["resumed_from_epoch"] = TrainState.load(resume_from).epoch
+        with open(trial_dir / STARTS_FILE, "a") as fh:
+            fh.write(json.dumps(start) + "\n")
+
+        def report(epoch: int, row: dict, model, state) -> None:
+            metrics = dict(row)
+            metrics.update(
+                {"node_id": node_id, "cuda_visible_devices": placement["cuda_visible_devices"],
+                 "backbone_resolved": trial_config.backbone}
+            )
+            with tempfile.TemporaryDirectory(prefix="nuclei-ckpt-") as folder:
+                state.save(folder, model)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+        train(trial_config, report, cpus=_trial_cpus(), resume_from=resume_from)
+
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            run(folder)
+    else:
+        run(None)

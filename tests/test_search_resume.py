@@ -1,0 +1,124 @@
+"""kill -9 of the search driver at several moments, then `nuclei-search resume`.
+
+Every finished trial is kept, none is trained again, the Optuna study stays
+consistent with Ray (no UpdateFinishedTrialError), and the requested trial count is
+reached. Real subprocesses, real SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from search_helpers import trial_dirs, trial_results, trial_starts, write_space
+
+EPOCHS = 3
+SAMPLES = 4
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "nuclei_search", *args], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        env=env, start_new_session=True,
+    )
+
+
+def _progress(experiment: Path) -> tuple[int, int]:
+    """(trials with at least one result, trials whose last result is their final epoch)."""
+    started = finished = 0
+    if not experiment.is_dir():
+        return 0, 0
+    for trial in trial_dirs(experiment):
+        rows = trial_results(trial)
+        if rows:
+            started += 1
+            finished += rows[-1]["training_iteration"] >= EPOCHS
+    return started, finished
+
+
+def _kill_when(proc: subprocess.Popen, experiment: Path, condition, what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"search ended before the kill point ({what}), exit {proc.returncode}")
+        if condition(*_progress(experiment)):
+            os.kill(proc.pid, signal.SIGKILL)  # the driver only, as a crash would
+            proc.wait()
+            time.sleep(1.0)
+            return
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"kill point '{what}' not reached in {timeout} s")
+
+
+def test_kill_9_at_three_moments_then_resume_loses_and_reruns_nothing(tmp_path):
+    space = write_space(tmp_path, epochs=EPOCHS)
+    storage = tmp_path / "exp"
+    experiment = storage / "killed"
+    log = tmp_path / "driver.log"
+    run = ["run", "--space", str(space), "--name", "killed", "--num-samples", str(SAMPLES),
+           "--max-concurrent", "2", "--storage", str(storage), "--quiet", "--seed", "1"]
+    resume = ["resume", "killed", "--storage", str(storage), "--quiet"]
+
+    # 1. before any trial has finished
+    _kill_when(_start(run, log), experiment, lambda started, finished: started >= 1 and finished == 0,
+               "first result, nothing finished")
+    # 2. right after a trial finished
+    before = _progress(experiment)[1]
+    _kill_when(_start(resume, log), experiment, lambda started, finished: finished > before,
+               "just after a trial finished")
+    # 3. while several trials run
+    finished_rows = {t.name: trial_results(t) for t in trial_dirs(experiment)
+                     if trial_results(t) and trial_results(t)[-1]["training_iteration"] >= EPOCHS}
+
+    def several_running(started, finished):
+        running = [t for t in trial_dirs(experiment)
+                   if trial_results(t) and trial_results(t)[-1]["training_iteration"] < EPOCHS]
+        return len(running) >= 2
+
+    proc = _start(resume, log)
+    try:
+        _kill_when(proc, experiment, several_running, "two trials running", timeout=120)
+    except AssertionError:
+        if proc.poll() is None:
+            raise
+    # 4. resume to the end
+    final = subprocess.run([sys.executable, "-m", "nuclei_search", *resume], capture_output=True, text=True,
+                           timeout=600)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:] + log.read_text()[-3000:]
+    assert "UpdateFinishedTrialError" not in final.stderr + log.read_text()
+
+    trials = trial_dirs(experiment)
+    assert len(trials) == SAMPLES, [t.name for t in trials]
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(experiment))
+    assert len(analysis.trials) == SAMPLES
+    assert all(t.status == "TERMINATED" for t in analysis.trials), [(t, t.status) for t in analysis.trials]
+    for trial in trials:
+        rows = trial_results(trial)
+        epochs = [r["training_iteration"] for r in rows]
+        assert epochs and epochs[-1] >= 1
+        # a finished trial was not touched again
+        if trial.name in finished_rows:
+            assert rows[: len(finished_rows[trial.name])] == finished_rows[trial.name]
+            assert epochs.count(EPOCHS) == 1
+        # once a trial had its first checkpoint, every restart resumed from a checkpoint
+        first_checkpoint = rows[0]["timestamp"]
+        late_fresh = [s for s in trial_starts(trial)
+                      if s["resumed_from_epoch"] is None and s["time"] > first_checkpoint + 1]
+        assert not late_fresh, trial_starts(trial)
+        # at most the epoch in flight at each kill was trained again
+        assert len(epochs) - len(set(epochs)) <= 3, epochs
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{experiment / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states) >= SAMPLES
