@@ -1,1 +1,8 @@
-"""cluster"""
+"""Running the search on Ray clusters: connect and ship code, cluster status, launcher configs.
+
+`cluster.runtime.connect` is what the search driver calls; `cluster.status` backs
+`nuclei-search cluster status`; `cluster.launcher` checks the launcher YAMLs beside this
+file. The deployment files (aws-gpu.yaml, gcp-gpu.yaml, kuberay.yaml, kuberay-job.yaml,
+Dockerfile) and README.md ("From laptop to GPU cluster") live here too. Nothing here
+imports Ray at import time.
+"""

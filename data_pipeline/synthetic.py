@@ -134,9 +134,9 @@ def generate_dataset(out_dir: str | os.PathLike, n_images: int = 48, seed: int =
     try:
         for index in range(n_images):
             _write_one(tmp, index, seed)
-        if out.exists():
-            out.rmdir()  # empty, checked above
         try:
+            if out.exists():
+                out.rmdir()  # empty when checked above; another process may have won since
             tmp.rename(out)
         except OSError:
             if not (out.is_dir() and any(out.iterdir())):  # not a lost race

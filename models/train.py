@@ -88,12 +88,16 @@ class TrainResult:
         }
 
 
-def compile_model(model, config: TrialConfig, learning_rate: float) -> None:
+def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps: int) -> None:
     import keras
 
     from models.losses import get_loss
     from models.metrics import DiceScore, ForegroundIoU
 
+    if config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=learning_rate, decay_steps=max(1, decay_steps), alpha=0.05
+        )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=get_loss(config.loss),
@@ -102,14 +106,10 @@ def compile_model(model, config: TrialConfig, learning_rate: float) -> None:
 
 
 def load_checkpoint_model(folder: str | Path):
-    """Load a checkpoint's model (safe_mode: registered layers only, no lambdas)."""
-    import keras
+    """Load a checkpoint's model with its optimizer state (safe_mode: no lambdas)."""
+    from models.unet import load_unet
 
-    import models.layers  # noqa: F401  (registers custom layers)
-    import models.losses  # noqa: F401
-    import models.metrics  # noqa: F401
-
-    return keras.models.load_model(Path(folder) / MODEL_FILE, safe_mode=True)
+    return load_unet(Path(folder) / MODEL_FILE, compile=True)
 
 
 def load_data(config: TrialConfig, progress: bool = False):
@@ -206,11 +206,11 @@ def train(
             continue
         set_encoder_trainable(model, trainable)
         if trainable != loaded_phase or getattr(model, "optimizer", None) is None:
-            compile_model(model, config, lr)
+            compile_model(model, config, lr, decay_steps=(until - state.epoch) * steps)
         loaded_phase = None
         model.fit(
             dataset, epochs=until, initial_epoch=state.epoch, steps_per_epoch=steps,
-            callbacks=[_Validate()], verbose=verbose,
+            callbacks=[_Validate()], verbose=verbose, shuffle=False,  # the dataset shuffles itself
         )
     return TrainResult(
         config=config,

@@ -32,6 +32,7 @@ BACKBONES = (
 LOSSES = ("bce", "dice", "bce_dice", "focal")
 AUGMENT_POLICIES = ("none", "flip", "light", "strong")
 INSTANCE_METHODS = ("cc", "watershed")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrialConfig:
     # --- training -------------------------------------------------------------
     epochs: int = 10
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # constant | cosine (decay to 5 % over each training phase)
     loss: str = "bce_dice"
     freeze_epochs: int = 0  # encoder frozen for the first N epochs
     fine_tune_lr_factor: float = 0.1  # learning rate multiplier after unfreezing
@@ -78,6 +80,8 @@ class TrialConfig:
             raise bad("loss", f"expected one of {', '.join(LOSSES)}")
         if self.augment not in AUGMENT_POLICIES:
             raise bad("augment", f"expected one of {', '.join(AUGMENT_POLICIES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", f"expected one of {', '.join(LR_SCHEDULES)}")
         if self.instance_method not in INSTANCE_METHODS:
             raise bad("instance_method", f"expected one of {', '.join(INSTANCE_METHODS)}")
         if not 3 <= self.decoder_depth <= 5:

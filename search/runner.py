@@ -60,6 +60,11 @@ def max_epochs(space: SearchSpace) -> int:
     return int(space.fixed.get("epochs") or space.resolve(space.corner_samples()[0]).epochs)
 
 
+def trial_dirname(trial) -> str:
+    """Short trial folder names (Ray's default packs every parameter into the name)."""
+    return f"trial_{trial.trial_id}"
+
+
 def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path):
     """(search_alg, param_space) for the chosen searcher."""
     if options.searcher == "optuna":
@@ -158,6 +163,9 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
             scheduler=build_scheduler(options, max_epochs(space)),
             num_samples=options.num_samples,
             max_concurrent_trials=options.max_concurrent,
+            # A fresh process per trial: no TensorFlow/Keras state leaks between trials.
+            reuse_actors=False,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=_run_config(options, progress),
     )

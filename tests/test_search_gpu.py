@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import ray
 
+from cluster.runtime import connect
+
 from search.experiment import SearchOptions
 from search.runner import run_search
 from search_helpers import trial_dirs, trial_results, trial_starts, write_space
@@ -13,7 +15,7 @@ from search_helpers import trial_dirs, trial_results, trial_starts, write_space
 @pytest.fixture
 def gpu_ray():
     ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    connect(None, num_cpus=2, num_gpus=2)
     yield
     ray.shutdown()
 

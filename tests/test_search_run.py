@@ -9,6 +9,8 @@ import optuna
 import pytest
 import ray
 
+from cluster.runtime import connect
+
 from nuclei_search.cli import main
 from search.experiment import SearchOptions
 from search.runner import run_search
@@ -18,7 +20,7 @@ from search_helpers import trial_dirs, trial_results, write_space
 @pytest.fixture(scope="module")
 def local_ray():
     ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    connect(None, num_cpus=2)
     yield
     ray.shutdown()
 

@@ -1,0 +1,268 @@
+"""`nuclei-search leaderboard | compare | report | export | predict | evaluate`.
+
+Thin handlers over `results.*`: parse, call, print. Progress bars appear only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from results.leaderboard import FORMATS
+
+STORAGE_HELP = "storage root the experiments are in (default ./experiments or $NUCLEI_SEARCH_STORAGE)"
+# Columns left out of the terminal table (long paths; the other formats keep them).
+TABLE_HIDDEN = ("checkpoint",)
+
+
+def register(sub) -> None:
+    lb = sub.add_parser("leaderboard", help="one row per trial: hyperparameters and best validation scores",
+                        description="Leaderboard of an experiment (Ray Tune or KerasTuner): one row per trial "
+                                    "with its hyperparameters, best-epoch val_iou / val_dice / val_map, epochs, "
+                                    "minutes, why it stopped and the checkpoint of its best epoch.")
+    lb.add_argument("experiment", metavar="EXP", help="experiment name or folder")
+    _board_options(lb)
+    lb.set_defaults(func=leaderboard_cmd)
+
+    cmp_ = sub.add_parser("compare", help="merge the leaderboards of several experiments (any engines)",
+                          description="Merged leaderboard of several experiments (column `experiment`, "
+                                      "`is_best` marks each one's best trial), preceded by each experiment's best.")
+    cmp_.add_argument("experiments", nargs="+", metavar="EXP", help="experiment names or folders")
+    _board_options(cmp_)
+    cmp_.set_defaults(func=compare_cmd)
+
+    rep = sub.add_parser("report", help="write one self-contained HTML report of an experiment",
+                         description="One self-contained HTML page (plots inlined, no network needed): learning "
+                                     "curves, val IoU vs hyperparameters, parallel coordinates, importance, IoU "
+                                     "over time and the best trial's predictions on validation images.")
+    rep.add_argument("experiment", metavar="EXP", help="experiment name or folder")
+    rep.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write (default report.html)")
+    rep.add_argument("--images", type=int, default=4, metavar="N",
+                     help="validation images in the prediction overlays (0: none; default 4)")
+    rep.add_argument("--storage", default=None, metavar="DIR", help=STORAGE_HELP)
+    rep.set_defaults(func=report_cmd)
+
+    exp = sub.add_parser("export", help="export the best (or a chosen) trial as model.keras + SavedModel + card",
+                         description="Export a trial's best-epoch checkpoint: model.keras (no optimizer), "
+                                     "saved_model/ (model.export) and model_card.json. The reloaded export is "
+                                     "re-evaluated on the trial's validation split and must reproduce its "
+                                     "leaderboard val_iou within 0.001.")
+    exp.add_argument("experiment", metavar="EXP", help="experiment name or folder")
+    exp.add_argument("--trial", default=None, metavar="ID", help="trial id (default: the best val_iou)")
+    exp.add_argument("--out", type=Path, required=True, help="export folder (must be new or empty)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    exp.add_argument("--retrain-full", action="store_true",
+                     help="retrain the winning config from scratch on train+val for the winning epoch count")
+    exp.add_argument("--no-verify", action="store_true", help="skip the re-evaluation of the export")
+    exp.add_argument("--no-saved-model", action="store_true", help="write model.keras and the card only")
+    exp.add_argument("--cpus", type=int, default=None, help="CPU threads for TensorFlow (default: all)")
+    exp.add_argument("--storage", default=None, metavar="DIR", help=STORAGE_HELP)
+    exp.add_argument("--quiet", action="store_true", help="no training progress bar (--retrain-full)")
+    exp.set_defaults(func=export_cmd)
+
+    pred = sub.add_parser("predict", help="predict masks, instances and a Kaggle submission with an export",
+                          description="Predict nucleus masks with an exported model. INPUT: image files, folders "
+                                      "of images, Kaggle-layout folders or zips (e.g. stage1_test.zip). Images "
+                                      "keep their size (padding, or blended tiles when large).")
+    pred.add_argument("model", type=Path, metavar="MODEL_DIR", help="folder written by `nuclei-search export`")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders or zips")
+    pred.add_argument("--out", type=Path, required=True, help="output folder for <id>_mask.png files")
+    pred.add_argument("--rle", type=Path, default=None, metavar="CSV",
+                      help="also write a Kaggle submission CSV (ImageId,EncodedPixels)")
+    pred.add_argument("--instances", action="store_true", help="also write <id>_instances.png (uint16 labels)")
+    pred.add_argument("--threshold", type=float, default=None, metavar="T",
+                      help="mask threshold (default: the model card's)")
+    pred.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    pred.add_argument("--tile", type=int, default=None, metavar="N",
+                      help="predict in overlapping N×N tiles (multiple of the stride; default: whole "
+                           "image, tiles only above 2048×2048 pixels)")
+    pred.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out")
+    pred.add_argument("--quiet", action="store_true", help="no progress bar")
+    pred.set_defaults(func=predict_cmd)
+
+    ev = sub.add_parser("evaluate", help="score an export on labelled Kaggle-layout data",
+                        description="Foreground IoU, Dice and Kaggle mAP@[0.5:0.95] of an exported model, per "
+                                    "image and on average, on Kaggle-layout data with masks.")
+    ev.add_argument("model", type=Path, metavar="MODEL_DIR", help="folder written by `nuclei-search export`")
+    ev.add_argument("--data", required=True, metavar="SOURCE",
+                    help="Kaggle-layout folder or zip with masks (or synthetic:N, kaggle)")
+    ev.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    ev.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted ids)")
+    ev.add_argument("--threshold", type=float, default=None, metavar="T", help="default: the model card's")
+    ev.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    ev.add_argument("--tile", type=int, default=None, metavar="N", help="predict in overlapping N×N tiles")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=evaluate_cmd)
+
+
+def _board_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--top", type=int, default=None, metavar="K", help="only the first K rows")
+    p.add_argument("--sort", default="val_iou", metavar="COLUMN",
+                   help="val_iou (default), val_map, val_dice, minutes, epochs_run, best_epoch, id or a "
+                        "hyperparameter; metrics sort high to low, others low to high")
+    p.add_argument("--reverse", action="store_true", help="reverse the sort order")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--storage", default=None, metavar="DIR", help=STORAGE_HELP)
+
+
+# --------------------------------------------------------------------------- tables
+# Shorter headers for the terminal table.
+TABLE_HEADERS = {"best_epoch": "best ep", "epochs_run": "epochs", "minutes": "min", "stop_reason": "stop",
+                 "experiment": "experiment"}
+NUMERIC = ("val_iou", "val_dice", "val_map", "best_epoch", "epochs_run", "minutes")
+
+
+def _rich_table(frame, title: str, hidden: tuple[str, ...] = ()):
+    from rich.table import Table
+
+    from results.leaderboard import display_value
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    columns = [c for c in frame.columns if c not in hidden]
+    hyper = set(frame.attrs.get("hyperparameters", []))
+    for column in columns:
+        numeric = column in NUMERIC
+        table.add_column(TABLE_HEADERS.get(column, str(column)), justify="right" if numeric else "left",
+                         style="cyan" if column in hyper else ("bold" if column == "val_iou" else None),
+                         min_width=min(6, len(TABLE_HEADERS.get(column, str(column)))), no_wrap=column == "id",
+                         overflow="fold")
+    for row in frame[columns].itertuples(index=False):
+        values = [display_value(v, digits=3) for v in row]
+        reason = dict(zip(columns, values)).get("stop_reason", "")
+        style = "red" if reason.startswith("ERROR") else ("yellow" if reason == "early-stopped" else None)
+        table.add_row(*values, style=style)
+    return table
+
+
+def _print_table(table) -> None:
+    """Print a rich table; piped output gets a wide page instead of rich's 80 columns."""
+    from rich.console import Console
+
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(soft_wrap=False, width=200)
+    console.print(table)
+
+
+def leaderboard_cmd(args: argparse.Namespace) -> int:
+    from results.leaderboard import format_leaderboard, leaderboard, sort_leaderboard
+
+    frame = sort_leaderboard(leaderboard(args.experiment, args.storage), args.sort, args.top, args.reverse)
+    if args.format != "table":
+        sys.stdout.write(format_leaderboard(frame, args.format))
+        return 0
+    if len(frame) == 0:
+        print(f"experiment {args.experiment}: no trials yet")
+        return 0
+    title = f"{frame['experiment'].iloc[0]} ({frame['engine'].iloc[0]}): {len(frame)} trials, sorted by {args.sort}"
+    _print_table(_rich_table(frame, title, hidden=TABLE_HIDDEN + ("status", "engine", "experiment")))
+    return 0
+
+
+def compare_cmd(args: argparse.Namespace) -> int:
+    from results.leaderboard import compare, format_comparison, sort_leaderboard
+
+    merged, best = compare(args.experiments, args.storage)
+    merged = sort_leaderboard(merged, args.sort, args.top, args.reverse)
+    if args.format != "table":
+        sys.stdout.write(format_comparison(merged, best, args.format))
+        return 0
+    hidden = TABLE_HIDDEN + ("status", "is_best")
+    _print_table(_rich_table(best, "best trial of each experiment", hidden=hidden))
+    _print_table(_rich_table(merged, f"all trials ({len(merged)}), sorted by {args.sort}", hidden=hidden))
+    return 0
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    from results.report import build_report
+
+    report = build_report(args.experiment, args.out, storage=args.storage, overlay_images=args.images)
+    for anchor, why in report.unavailable.items():
+        print(f"note: section '{anchor}' not drawn: {why}", file=sys.stderr)
+    size = report.path.stat().st_size / 2**20
+    print(f"wrote {report.path} ({size:.1f} MB, {len(report.figures)} sections, self-contained)")
+    return 0
+
+
+def export_cmd(args: argparse.Namespace) -> int:
+    from results.export import export_trial
+
+    result = export_trial(
+        args.experiment, args.out, trial_id=args.trial, storage=args.storage, overwrite=args.overwrite,
+        retrain=args.retrain_full, verify=not args.no_verify, saved_model=not args.no_saved_model,
+        cpus=args.cpus, progress=not args.quiet,
+    )
+    card = result.card
+    metrics = card["metrics"]
+    print(f"exported trial {card['trial_id']} of {card['experiment']} ({card['engine']}): val_iou "
+          f"{metrics['val_iou']:.4f}, val_dice {metrics['val_dice']:.4f}, val_map {metrics['val_map']:.4f} "
+          f"(epoch {metrics['best_epoch']})")
+    if card["training"]["retrained_full"]:
+        print(f"retrained on train+val ({card['training']['images']} images, {card['training']['epochs']} epochs)")
+    check = card.get("verification")
+    if check:
+        verdict = "reproduced" if check["ok"] else "NOT reproduced"
+        print(f"check: the reloaded model scores val_iou {check['val_iou']:.4f} on the validation split "
+              f"({verdict}, |diff| {check['abs_diff']:.2g})")
+    print(f"wrote {args.out}/: {', '.join(result.files)}")
+    if check and not check["ok"]:
+        print("error: the exported model does not reproduce its leaderboard score", file=sys.stderr)
+        return 1
+    return 0
+
+
+def predict_cmd(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from results.predict import Predictor, collect_inputs, predict_to_folder
+
+    predictor = Predictor.load(args.model)
+    images = collect_inputs(args.inputs)
+    with tqdm(total=len(images), desc="predict", unit="img", disable=args.quiet, file=sys.stderr) as bar:
+        summary = predict_to_folder(
+            predictor, images, args.out, threshold=args.threshold, instances=args.instances, rle=args.rle,
+            tta=args.tta, tile=args.tile, overwrite=args.overwrite, on_image=lambda record: bar.update(1),
+        )
+    print(f"wrote {len(summary.images)} masks to {summary.out}" +
+          (f" (+ instance label maps)" if args.instances else ""))
+    if summary.submission:
+        print(f"wrote {summary.submission}: {summary.n_instances} instances in {len(summary.images)} images")
+    return 0
+
+
+def evaluate_cmd(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from results.leaderboard import display_value
+    from results.predict import evaluate_model_dir
+
+    bar = tqdm(desc="evaluate", unit="img", disable=args.quiet, file=sys.stderr)
+    try:
+        result = evaluate_model_dir(
+            args.model, args.data, limit=args.limit, threshold=args.threshold, tta=args.tta, tile=args.tile,
+            on_start=lambda n: setattr(bar, "total", n), on_image=lambda row: bar.update(1),
+        )
+    finally:
+        bar.close()
+    if args.format == "json":
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{args.model} on {args.data} ({len(result.per_image)} images, threshold "
+                        f"{result.threshold}, instances: {result.instance_method})", title_justify="left")
+    for column in ("image", "size", "iou", "dice", "map", "nuclei", "predicted"):
+        table.add_column(column, justify="left" if column in ("image", "size") else "right")
+    for row in result.per_image:
+        table.add_row(row["id"], "×".join(map(str, row["shape"])), display_value(row["iou"]),
+                      display_value(row["dice"]), display_value(row["map"]), str(row.get("n_true", "")),
+                      str(row.get("n_pred", "")))
+    mean = result.mean
+    table.add_section()
+    table.add_row("mean over images", "", display_value(mean["iou"]), display_value(mean["dice"]),
+                  display_value(mean["map"]), "", "", style="bold")
+    table.add_row("all pixels pooled", "", display_value(result.iou), display_value(result.dice), "", "", "")
+    _print_table(table)
+    return 0

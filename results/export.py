@@ -1,0 +1,345 @@
+"""Export a trial's best checkpoint as a servable model folder with a model card.
+
+`export_trial(ref, out)` writes
+
+* ``model.keras`` — the best epoch's model without optimizer state; loads with
+  ``keras.models.load_model(path, safe_mode=True, compile=False)`` once ``models`` is
+  imported (it registers the package's preprocessing layer);
+* ``saved_model/`` — a TensorFlow SavedModel (``model.export``) whose ``serve``
+  endpoint takes float32 [batch, H, W, 3] with H and W multiples of the stride;
+* ``model_card.json`` — the full TrialConfig, the data fingerprint and split, the
+  validation metrics, the input/output contract, library versions, provenance.
+
+By default the export is checked: the reloaded ``model.keras`` is evaluated on the
+trial's own validation split (same data, same split seed, same scoring code as
+training) and must reproduce the leaderboard val_iou within 0.001.
+
+``retrain_full=True`` instead trains the winning config from scratch on train+val for
+the winning epoch count (same recipe, learning-rate schedule and freeze phases as the
+search run, stopped at the best epoch). That model has no held-out data left: its
+card keeps the search's validation metrics, labelled as such, and is not verified.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import platform
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from nuclei_search.config import TrialConfig
+from nuclei_search.errors import ConfigError, ExperimentError
+from results.trials import Experiment, TrialRecord, load_experiment
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "model_card.json"
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+EXPORT_FILES = (CARD_FILE, MODEL_FILE, SAVED_MODEL_DIR)
+CARD_VERSION = 1
+TOLERANCE = 1e-3
+VERSION_PACKAGES = ("nuclei-search", "tensorflow", "keras", "numpy", "ray", "optuna", "keras-tuner",
+                    "opencv-python-headless", "scikit-image", "scipy")
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    card: dict
+    verified_val_iou: float | None = None
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool | None:
+        check = self.card.get("verification")
+        return None if not check else bool(check.get("ok"))
+
+
+# --------------------------------------------------------------------------- helpers
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in VERSION_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def prepare_export_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an existing non-empty folder unless overwrite; then remove only our own files."""
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExperimentError(f"--out {out} already exists and is not empty; pass --overwrite to replace it")
+        for name in EXPORT_FILES:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExperimentError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+
+
+def select_trial(experiment: Experiment, trial_id: str | None = None) -> TrialRecord:
+    """The chosen trial (must have its best-epoch checkpoint) or the experiment's best."""
+    if trial_id is None:
+        return experiment.best_trial()
+    trial = experiment.trial(trial_id)
+    if trial.best is None:
+        raise ExperimentError(f"trial {trial.trial_id} of {experiment.name} never reported val_iou "
+                              f"({trial.stop_reason}); nothing to export")
+    if trial.best_checkpoint is None:
+        raise ExperimentError(f"trial {trial.trial_id} of {experiment.name}: the checkpoint of its best epoch "
+                              f"({trial.best_epoch}) was not kept")
+    return trial
+
+
+def validation_arrays(config: TrialConfig) -> list:
+    """[(normalised image, labels)] of the trial's validation split, exactly as training saw them."""
+    from data_pipeline.loader import val_arrays
+    from models.train import load_data
+
+    prepared, _, val_ids = load_data(config)
+    return val_arrays(prepared, val_ids)
+
+
+def evaluate_on_split(model, config: TrialConfig, val: list) -> dict:
+    """val_* metrics of `model` on validation arrays, scored like models.train does every epoch."""
+    from models.evaluation import evaluate_model
+    from models.unet import pad_multiple
+
+    result = evaluate_model(model, [i for i, _ in val], [lab for _, lab in val], multiple=pad_multiple(config),
+                            threshold=config.threshold, instance_method=config.instance_method)
+    return result.as_metrics()
+
+
+def input_spec(config: TrialConfig) -> dict:
+    from data_pipeline.augment import HIGH_PERCENTILE, LOW_PERCENTILE
+    from models.unet import pad_multiple
+
+    return {
+        "name": "image",
+        "dtype": "float32",
+        "shape": [None, None, None, 3],
+        "layout": "NHWC, RGB",
+        "stride_multiple": pad_multiple(config),
+        "preprocessing": (
+            "decode to uint8 RGB (grayscale repeated, alpha dropped, 16-bit scaled to 8-bit); then per image: "
+            f"low, high = the {LOW_PERCENTILE} and {HIGH_PERCENTILE} percentiles of all uint8 values; "
+            "x = clip((image - low) / max(high - low, 1), 0, 1) as float32 "
+            "(data_pipeline.augment.normalize_image)"
+        ),
+        "normalisation": {"function": "data_pipeline.augment.normalize_image",
+                          "low_percentile": LOW_PERCENTILE, "high_percentile": HIGH_PERCENTILE},
+        "padding": (f"images of any size: reflect-pad bottom/right to a multiple of {pad_multiple(config)}, "
+                    "predict, crop back (models.inference.predict_images); never resized; very large images "
+                    "may be predicted in overlapping blended tiles (models.inference.predict_tiled)"),
+    }
+
+
+def output_spec(config: TrialConfig) -> dict:
+    channels = ["nucleus"] + (["boundary"] if config.boundary_channel else [])
+    return {
+        "dtype": "float32",
+        "shape": [None, None, None, len(channels)],
+        "channels": channels,
+        "activation": "sigmoid (per-pixel probability)",
+        "threshold": config.threshold,
+        "instance_method": config.instance_method,
+        "postprocess": ("models.postprocess.instances_from_prediction(prob, threshold, method=instance_method, "
+                        "min_size=10, h=2.0); the boundary channel, when present, seeds the watershed"),
+    }
+
+
+# --------------------------------------------------------------------------- retraining
+def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, progress: bool = False):
+    """Train `config` from scratch on train+val for `epochs` epochs; return (model, n_images, final loss).
+
+    The recipe matches models.train.train: the same freeze / fine-tune phases and the
+    same per-phase learning-rate schedule length (config.epochs), stopped after
+    `epochs` epochs, so the model is the winning run's recipe with the validation
+    images added to the training set.
+    """
+    from data_pipeline.loader import make_train_dataset, steps_per_epoch
+    from models.runtime import configure_tensorflow
+    from models.train import TrialDiverged, compile_model, load_data
+    from models.unet import build_unet, set_encoder_trainable
+
+    if epochs < 1:
+        raise ConfigError(f"retraining needs at least one epoch (got {epochs})")
+    configure_tensorflow(cpus=cpus, seed=config.seed)
+    prepared, train_ids, val_ids = load_data(config)
+    ids = sorted(set(train_ids) | set(val_ids))
+    dataset = make_train_dataset(prepared, ids, config, cpus=cpus)
+    steps = steps_per_epoch(len(ids), config)
+    model = build_unet(config)
+    freeze_until = min(config.freeze_epochs, config.epochs) if config.backbone != "none" else 0
+    phases = []
+    if freeze_until:
+        phases.append((False, config.learning_rate, 0, freeze_until))
+    fine_tune_lr = config.learning_rate * (config.fine_tune_lr_factor if freeze_until else 1.0)
+    phases.append((True, fine_tune_lr, freeze_until, config.epochs))
+    done, loss = 0, math.nan
+    for trainable, lr, start, until in phases:
+        stop = min(until, epochs)
+        if done >= stop:
+            continue
+        set_encoder_trainable(model, trainable)
+        compile_model(model, config, lr, decay_steps=(until - start) * steps)
+        history = model.fit(dataset, epochs=stop, initial_epoch=done, steps_per_epoch=steps,
+                            verbose=1 if progress else 0)
+        loss = float(history.history["loss"][-1])
+        if not math.isfinite(loss):
+            raise TrialDiverged(f"retraining on train+val diverged (loss {loss}) at epoch {stop}")
+        done = stop
+    log.info("retrained %s on %d images for %d epochs (final loss %.4f)", config.backbone, len(ids), done, loss)
+    return model, len(ids), loss
+
+
+# --------------------------------------------------------------------------- export
+def export_trial(
+    ref: str | Path,
+    out: str | Path,
+    *,
+    trial_id: str | None = None,
+    storage: str | None = None,
+    overwrite: bool = False,
+    retrain: bool = False,
+    verify: bool = True,
+    saved_model: bool = True,
+    cpus: int | None = None,
+    progress: bool = False,
+) -> ExportResult:
+    """Export the best (or `trial_id`'s) best-epoch checkpoint of experiment `ref` into `out`."""
+    from models.runtime import configure_tensorflow
+    from models.train import load_data
+    from models.unet import load_unet
+
+    out = Path(out)
+    experiment = load_experiment(ref, storage)
+    trial = select_trial(experiment, trial_id)
+    config = trial.trial_config().replace(cache_dir=None)
+    best = dict(trial.best or {})
+    prepare_export_dir(out, overwrite)
+
+    configure_tensorflow(cpus=cpus)
+    prepared, train_ids, val_ids = load_data(config)
+    if retrain:
+        model, n_images, final_loss = retrain_full(config, int(trial.best_epoch), cpus=cpus, progress=progress)
+        training = {"retrained_full": True, "images": n_images, "epochs": int(trial.best_epoch),
+                    "final_loss": final_loss, "data": "train+val",
+                    "note": "retrained from scratch on train+val for the winning epoch count; the metrics "
+                            "below are the search run's validation metrics (no held-out data is left)"}
+    else:
+        model = load_unet(trial.best_checkpoint / MODEL_FILE, compile=False)
+        training = {"retrained_full": False, "images": len(train_ids), "epochs": int(trial.best_epoch),
+                    "data": "train split", "checkpoint": str(trial.best_checkpoint)}
+    model.save(out / MODEL_FILE)  # not compiled: no optimizer state in the file
+    files = [MODEL_FILE]
+    if saved_model:
+        model.export(str(out / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+        files.append(SAVED_MODEL_DIR + "/")
+
+    verification = None
+    if verify and not retrain:
+        from data_pipeline.loader import val_arrays
+
+        reloaded = load_exported_model(out)
+        metrics = evaluate_on_split(reloaded, config, val_arrays(prepared, val_ids))
+        diff = abs(float(metrics["val_iou"]) - float(best["val_iou"]))
+        verification = {"val_iou": metrics["val_iou"], "val_dice": metrics["val_dice"], "val_map": metrics["val_map"],
+                        "leaderboard_val_iou": float(best["val_iou"]), "abs_diff": diff,
+                        "tolerance": TOLERANCE, "ok": diff <= TOLERANCE}
+        if diff > TOLERANCE:
+            log.warning("exported model scores val_iou %.5f on the validation split, the leaderboard says %.5f",
+                        metrics["val_iou"], best["val_iou"])
+
+    card = {
+        "card_version": CARD_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "experiment": experiment.name,
+        "experiment_path": str(experiment.path),
+        "engine": experiment.engine,
+        "trial_id": trial.trial_id,
+        "selected_by": "--trial" if trial_id else "best val_iou of the experiment",
+        "config": config.to_dict(),
+        "data": {
+            "source": config.data,
+            "fingerprint": prepared.fingerprint,
+            "split_seed": config.split_seed,
+            "val_fraction": config.val_fraction,
+            "n_train": len(train_ids),
+            "n_val": len(val_ids),
+            "val_ids": list(val_ids),
+        },
+        "metrics": {
+            "split": "validation",
+            "val_iou": best.get("val_iou"),
+            "val_dice": best.get("val_dice"),
+            "val_map": best.get("val_map"),
+            "val_iou_per_image": best.get("val_iou_per_image"),
+            "best_epoch": trial.best_epoch,
+            "epochs_run": trial.epochs_run,
+        },
+        "verification": verification,
+        "training": training,
+        "input": input_spec(config),
+        "output": output_spec(config),
+        "files": {"keras": MODEL_FILE, "saved_model": SAVED_MODEL_DIR if saved_model else None},
+        "loading": ("import models; keras.models.load_model('model.keras', safe_mode=True, compile=False) — "
+                    "or tf.saved_model.load('saved_model').serve(x)"),
+        "versions": library_versions(),
+    }
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2, default=_json_default))
+    files.append(CARD_FILE)
+    log.info("exported trial %s of %s to %s", trial.trial_id, experiment.name, out)
+    return ExportResult(out=out, card=card, verified_val_iou=verification["val_iou"] if verification else None,
+                        files=files)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+# --------------------------------------------------------------------------- loading
+def load_model_card(model_dir: str | Path) -> dict:
+    """The model card of an export folder; ExperimentError saying what is missing otherwise."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ExperimentError(f"model folder {model_dir} does not exist; create one with `nuclei-search export`")
+    card_path = model_dir / CARD_FILE
+    if not card_path.is_file():
+        raise ExperimentError(f"{model_dir} has no {CARD_FILE}: not an exported model "
+                              "(create one with `nuclei-search export EXP --out DIR`)")
+    try:
+        card = json.loads(card_path.read_text())
+        TrialConfig.from_dict(card["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ExperimentError(f"{card_path} is unreadable ({exc}); export the model again") from None
+    if not (model_dir / MODEL_FILE).is_file():
+        raise ExperimentError(f"{model_dir} has a model card but no {MODEL_FILE}; export the model again")
+    return card
+
+
+def load_exported_model(model_dir: str | Path):
+    """The exported Keras model (safe_mode, not compiled)."""
+    from models.unet import load_unet
+
+    path = Path(model_dir) / MODEL_FILE
+    try:
+        return load_unet(path, compile=False)
+    except (OSError, ValueError) as exc:
+        raise ExperimentError(f"cannot load {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None

@@ -1,0 +1,94 @@
+"""The best trial's predictions on a few validation images: image, true and predicted contours.
+
+The trial's best checkpoint predicts whole validation images of its own split (the
+same images and scoring as during the search); each panel shows the image with the
+true nucleus outlines in green and the predicted instance outlines in magenta, titled
+with the image's foreground IoU and Kaggle AP.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+
+from results.plots import PlotUnavailable
+from results.trials import TrialRecord
+
+log = logging.getLogger(__name__)
+
+TRUE_COLOUR = (0, 255, 0)
+PRED_COLOUR = (255, 0, 255)
+
+
+def _outline(image: np.ndarray, labels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    from skimage.segmentation import find_boundaries
+
+    edges = find_boundaries(labels, mode="inner")
+    image = image.copy()
+    image[edges] = colour
+    return image
+
+
+def _display_size(image: np.ndarray, labels: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink a large image (area-averaged) and its label map (nearest) for display only."""
+    import cv2
+
+    scale = max_side / max(image.shape[:2])
+    if scale >= 1:
+        return image, labels
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return small, cv2.resize(labels.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+
+
+def prediction_panels(trial: TrialRecord, n_images: int = 4, max_side: int = 512) -> tuple[bytes, list[dict]]:
+    """(PNG bytes of the figure, per-image scores) for up to `n_images` validation images."""
+    from matplotlib.figure import Figure
+
+    from data_pipeline.augment import normalize_image
+    from models.evaluation import score_predictions
+    from models.inference import predict_images
+    from models.postprocess import instances_from_prediction
+    from models.train import load_data
+    from models.unet import load_unet, pad_multiple
+    from nuclei_search.errors import NucleiSearchError
+
+    checkpoint = trial.best_checkpoint
+    if checkpoint is None:
+        raise PlotUnavailable(f"trial {trial.trial_id} has no checkpoint of its best epoch")
+    config = trial.trial_config()
+    try:
+        prepared, _, val_ids = load_data(config)
+    except NucleiSearchError as exc:  # data not available where the report is made
+        raise PlotUnavailable(f"validation data {config.data!r} is not available here: {exc}") from None
+    ids = val_ids[:n_images]
+    if not ids:
+        raise PlotUnavailable("the validation split is empty")
+    model = load_unet(checkpoint / "model.keras", compile=False)
+    raw = [prepared.load(i) for i in ids]
+    probs = predict_images(model, [normalize_image(img) for img, _ in raw], multiple=pad_multiple(config))
+    scores = score_predictions(probs, [lab for _, lab in raw], config.threshold, config.instance_method,
+                               ids=ids).per_image
+
+    fig = Figure(figsize=(3.2 * len(ids), 6.6), dpi=100)
+    axes = fig.subplots(2, len(ids), squeeze=False)
+    for k, ((image, labels), prob, score) in enumerate(zip(raw, probs, scores)):
+        predicted = instances_from_prediction(prob, threshold=config.threshold, method=config.instance_method)
+        shown, true_small = _display_size(image, labels, max_side)
+        _, pred_small = _display_size(image, predicted, max_side)
+        overlay = _outline(_outline(shown, true_small, TRUE_COLOUR), pred_small, PRED_COLOUR)
+        axes[0, k].imshow(shown)
+        axes[0, k].set_title(f"{ids[k][:18]}\n{image.shape[0]}×{image.shape[1]}", fontsize=8)
+        axes[1, k].imshow(overlay)
+        axes[1, k].set_title(f"IoU {score['iou']:.3f}  AP {score.get('map', float('nan')):.3f}\n"
+                             f"true {score.get('n_true', 0)}  predicted {score.get('n_pred', 0)}", fontsize=8)
+        for ax in axes[:, k]:
+            ax.set_axis_off()
+    fig.suptitle(f"trial {trial.trial_id}, epoch {trial.best_epoch}: green = truth, magenta = prediction",
+                 fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue(), scores

@@ -1,0 +1,405 @@
+"""Predict with an exported model: masks, instance label maps and a Kaggle submission.
+
+`Predictor.load(model_dir)` reads an export folder (`model.keras` + `model_card.json`)
+and predicts whole images of any size: each is normalised as in training, padded to
+the network's stride and cropped back, or — when large — predicted in overlapping
+tiles blended smoothly (models.inference); images are never resized. Test-time
+augmentation averages the 8 flips/rotations, each exactly inverted.
+
+`collect_inputs` turns image files, folders of images, Kaggle-layout folders and zips
+(e.g. stage1_test.zip, images only) into a list of `InputImage`; `predict_to_folder`
+writes `<id>_mask.png` (0/255), optionally `<id>_instances.png` (uint16 labels) and a
+submission CSV (`ImageId,EncodedPixels`, one row per instance, one empty row for an
+image without nuclei). `evaluate_model_dir` scores an export on labelled data.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from nuclei_search.config import TrialConfig
+from nuclei_search.errors import ConfigError, DataError
+from results.export import load_exported_model, load_model_card
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Images with more pixels than this are predicted in tiles unless a tile size is given.
+AUTO_TILE_PIXELS = 2048 * 2048
+AUTO_TILE = 1024
+MASK_SUFFIX = "_mask.png"
+INSTANCES_SUFFIX = "_instances.png"
+
+
+# --------------------------------------------------------------------------- TTA
+def _forward(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    if flip:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(np.rot90(image, k, axes=(0, 1)))
+
+
+def _inverse(pred: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    pred = np.rot90(pred, -k, axes=(0, 1))
+    if flip:
+        pred = pred[:, ::-1]
+    return pred
+
+
+TTA_TRANSFORMS = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class Predictor:
+    """An exported model and the settings its card prescribes."""
+
+    model: object
+    card: dict
+    config: TrialConfig
+    model_dir: Path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "Predictor":
+        card = load_model_card(model_dir)
+        config = TrialConfig.from_dict(card["config"])
+        return cls(model=load_exported_model(model_dir), card=card, config=config, model_dir=Path(model_dir))
+
+    @property
+    def multiple(self) -> int:
+        return int(self.card.get("input", {}).get("stride_multiple") or 2 ** int(self.config.decoder_depth))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.threshold)
+
+    @property
+    def instance_method(self) -> str:
+        return self.config.instance_method
+
+    def check_tile(self, tile: int | None) -> int | None:
+        if tile is None:
+            return None
+        if tile < self.multiple or tile % self.multiple:
+            raise ConfigError(f"--tile {tile} must be a positive multiple of the model's stride {self.multiple}")
+        return int(tile)
+
+    def tile_for(self, shape: tuple[int, int], tile: int | None) -> int | None:
+        """The tile size to use for an image (None: whole image, padded)."""
+        if tile is not None:
+            return tile
+        if shape[0] * shape[1] > AUTO_TILE_PIXELS:
+            return AUTO_TILE - AUTO_TILE % self.multiple
+        return None
+
+    def predict(self, image: np.ndarray, *, tta: bool = False, tile: int | None = None) -> np.ndarray:
+        """float32 HxWxC probabilities for a uint8 HxWx3 image (C: nucleus [, boundary])."""
+        from data_pipeline.augment import normalize_image
+        from models.inference import predict_images
+
+        x = normalize_image(image)
+        tile = self.tile_for(x.shape[:2], self.check_tile(tile))
+        if not tta:
+            return predict_images(self.model, [x], multiple=self.multiple, tile=tile)[0]
+        variants = [_forward(x, k, flip) for k, flip in TTA_TRANSFORMS]
+        preds = predict_images(self.model, variants, multiple=self.multiple, tile=tile)
+        total = np.zeros(x.shape[:2] + (preds[0].shape[-1],), np.float32)
+        for pred, (k, flip) in zip(preds, TTA_TRANSFORMS):
+            total += _inverse(pred, k, flip)
+        return total / len(TTA_TRANSFORMS)
+
+    def instances(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        from models.postprocess import instances_from_prediction
+
+        return instances_from_prediction(probs, threshold=self.threshold if threshold is None else threshold,
+                                         method=self.instance_method)
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclass
+class InputImage:
+    """One image to predict: its id, where it comes from, and how to read it (uint8 RGB)."""
+
+    image_id: str
+    name: str  # for messages
+    read: Callable[[], np.ndarray] = field(repr=False)
+
+
+def _file_reader(path: Path) -> Callable[[], np.ndarray]:
+    def read() -> np.ndarray:
+        from data_pipeline.images import decode_image
+
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from None
+        return decode_image(data, str(path))
+    return read
+
+
+def _zip_reader(path: Path, entry: str) -> Callable[[], np.ndarray]:
+    def read() -> np.ndarray:
+        from data_pipeline.images import decode_image
+
+        with zipfile.ZipFile(path) as zf:
+            return decode_image(zf.read(entry), f"{path}:{entry}")
+    return read
+
+
+def _source_reader(source, image_id: str) -> Callable[[], np.ndarray]:
+    return lambda: source.read_image(image_id)
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _from_kaggle_layout(path: Path) -> list[InputImage] | None:
+    """The images of a Kaggle-layout folder or zip, or None if `path` is not one."""
+    from data_pipeline.sources import open_source
+
+    try:
+        source = open_source(str(path), require_masks=False)
+    except DataError as exc:
+        if "no Kaggle-layout images" in str(exc):
+            return None
+        raise
+    return [InputImage(i, source.image_path(i), _source_reader(source, i)) for i in source.ids]
+
+
+def _one_input(path: Path) -> list[InputImage]:
+    if not path.exists():
+        raise DataError(f"input {path} does not exist")
+    if path.is_dir():
+        found = _from_kaggle_layout(path)
+        if found is not None:
+            return found
+        files = sorted(p for p in path.iterdir() if p.is_file() and _is_image_name(p.name))
+        if not files:
+            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}, and it is not in "
+                            "Kaggle layout (<id>/images/<id>.png)")
+        return [InputImage(p.stem, str(p), _file_reader(p)) for p in files]
+    if zipfile.is_zipfile(path):
+        found = _from_kaggle_layout(path)
+        if found is not None:
+            return found
+        from data_pipeline.sources import open_zip
+
+        with open_zip(path) as zf:  # refuses zip-slip names
+            entries = sorted(n for n in zf.namelist() if not n.endswith("/") and _is_image_name(n))
+        if not entries:
+            raise DataError(f"no images found in zip {path}")
+        return [InputImage(PurePosixPath(e).stem, f"{path}:{e}", _zip_reader(path, e)) for e in entries]
+    if path.suffix.lower() == ".zip":
+        raise DataError(f"{path} is not a zip file")
+    if not _is_image_name(path.name):
+        raise DataError(f"unsupported input {path}: expected an image ({', '.join(IMAGE_SUFFIXES)}), "
+                        "a folder of images, a Kaggle-layout folder or a .zip")
+    return [InputImage(path.stem, str(path), _file_reader(path))]
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> list[InputImage]:
+    """All images named by `inputs`, in order; DataError for a missing input or a repeated id."""
+    if not inputs:
+        raise DataError("no input images given")
+    images: list[InputImage] = []
+    seen: dict[str, str] = {}
+    for item in inputs:
+        for image in _one_input(Path(item).expanduser()):
+            if image.image_id in seen:
+                raise DataError(f"image id '{image.image_id}' appears twice: {seen[image.image_id]} and {image.name}")
+            seen[image.image_id] = image.name
+            images.append(image)
+    return images
+
+
+# --------------------------------------------------------------------------- outputs
+@dataclass
+class PredictionRecord:
+    image_id: str
+    shape: tuple[int, int]
+    foreground: float  # fraction of pixels predicted nucleus
+    n_instances: int | None
+    files: list[str]
+
+
+@dataclass
+class PredictSummary:
+    out: Path
+    images: list[PredictionRecord]
+    submission: Path | None
+
+    @property
+    def n_instances(self) -> int:
+        return sum(r.n_instances or 0 for r in self.images)
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), array):
+        raise DataError(f"cannot write {path}")
+
+
+def prepare_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an existing non-empty --out unless overwrite (files of the same name are replaced)."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"--out {out} already exists and is not empty; pass --overwrite to write into it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+
+
+def predict_to_folder(
+    predictor: Predictor,
+    images: Iterable[InputImage],
+    out: str | Path,
+    *,
+    threshold: float | None = None,
+    instances: bool = False,
+    rle: str | Path | None = None,
+    tta: bool = False,
+    tile: int | None = None,
+    overwrite: bool = False,
+    on_image: Callable[[PredictionRecord], None] | None = None,
+) -> PredictSummary:
+    """Predict every image into `out`; `on_image` is called after each (for a progress bar)."""
+    from results.rle import submission_rows
+
+    out = Path(out)
+    threshold = predictor.threshold if threshold is None else float(threshold)
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"--threshold must be in (0, 1) (got {threshold})")
+    predictor.check_tile(tile)
+    prepare_output_dir(out, overwrite)
+    rle_path = Path(rle) if rle else None
+    rows: list[tuple[str, str]] = []
+    records: list[PredictionRecord] = []
+    for item in images:
+        image = item.read()
+        probs = predictor.predict(image, tta=tta, tile=tile)
+        if probs.shape[:2] != image.shape[:2]:  # cannot happen with padding/tiling: guard the contract
+            raise RuntimeError(f"prediction of {item.name} is {probs.shape[:2]}, image is {image.shape[:2]}")
+        mask = probs[..., 0] > threshold
+        files = [item.image_id + MASK_SUFFIX]
+        _write_png(out / files[0], (mask * 255).astype(np.uint8))
+        n_instances = None
+        if instances or rle_path is not None:
+            labels = predictor.instances(probs, threshold)
+            n_instances = int(labels.max())
+            if instances:
+                files.append(item.image_id + INSTANCES_SUFFIX)
+                _write_png(out / files[-1], labels.astype(np.uint16))
+            if rle_path is not None:
+                rows.extend(submission_rows(item.image_id, labels))
+        record = PredictionRecord(item.image_id, tuple(image.shape[:2]), float(mask.mean()), n_instances, files)
+        records.append(record)
+        log.info("%s: %dx%d, %.1f%% nucleus, %s instances", item.image_id, *image.shape[:2],
+                 100 * record.foreground, n_instances if n_instances is not None else "-")
+        if on_image is not None:
+            on_image(record)
+    if rle_path is not None:
+        rle_path.parent.mkdir(parents=True, exist_ok=True)
+        write_submission(rows, rle_path)
+    return PredictSummary(out=out, images=records, submission=rle_path)
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class Evaluation:
+    """Scores of an exported model on labelled images."""
+
+    source: str
+    per_image: list[dict]
+    iou: float  # IoU of all nucleus pixels pooled over the images
+    dice: float  # Dice of all nucleus pixels pooled over the images
+    threshold: float
+    instance_method: str
+
+    @property
+    def mean(self) -> dict[str, float]:
+        """Means over images of the per-image foreground IoU, Dice and Kaggle mAP."""
+        return {k: float(np.mean([r[k] for r in self.per_image])) if self.per_image else float("nan")
+                for k in ("iou", "dice", "map")}
+
+    def as_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "images": len(self.per_image),
+            "threshold": self.threshold,
+            "instance_method": self.instance_method,
+            "mean": self.mean,
+            "pooled": {"iou": self.iou, "dice": self.dice},
+            "per_image": self.per_image,
+        }
+
+
+def evaluate_model_dir(
+    model_dir: str | Path,
+    data: str,
+    *,
+    limit: int | None = None,
+    threshold: float | None = None,
+    tta: bool = False,
+    tile: int | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_image: Callable[[dict], None] | None = None,
+) -> Evaluation:
+    """Foreground IoU, Dice and Kaggle mAP@[0.5:0.95] of an export on Kaggle-layout data with masks.
+
+    Per image with the same scoring as validation (models.evaluation.score_predictions),
+    plus the IoU/Dice of all nucleus pixels pooled over the images. `limit` takes the
+    first N image ids (sorted).
+    """
+    from data_pipeline.sources import open_source
+    from models.evaluation import score_predictions
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1 (got {limit})")
+    predictor = Predictor.load(model_dir)
+    threshold = predictor.threshold if threshold is None else float(threshold)
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"--threshold must be in (0, 1) (got {threshold})")
+    source = open_source(data, require_masks=True)
+    ids = source.ids[:limit] if limit else source.ids
+    if on_start is not None:
+        on_start(len(ids))
+    rows: list[dict] = []
+    inter = union = pred_sum = true_sum = 0
+    try:
+        for image_id in ids:
+            image, labels = source.read_labels(image_id)
+            probs = predictor.predict(image, tta=tta, tile=tile)
+            row = score_predictions([probs], [labels], threshold, predictor.instance_method, ids=[image_id]).per_image[0]
+            pred, true = probs[..., 0] > threshold, labels > 0
+            inter += int(np.count_nonzero(pred & true))
+            union += int(np.count_nonzero(pred | true))
+            pred_sum, true_sum = pred_sum + int(pred.sum()), true_sum + int(true.sum())
+            row["shape"] = [int(image.shape[0]), int(image.shape[1])]
+            rows.append(row)
+            if on_image is not None:
+                on_image(row)
+    finally:
+        source.close()
+    return Evaluation(
+        source=str(data), per_image=rows,
+        iou=inter / union if union else 1.0, dice=2 * inter / (pred_sum + true_sum) if pred_sum + true_sum else 1.0,
+        threshold=threshold, instance_method=predictor.instance_method,
+    )
+
+
+def write_submission(rows: Iterable[tuple[str, str]], path: str | Path) -> None:
+    """The Kaggle submission CSV: header ImageId,EncodedPixels, one row per instance."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["ImageId", "EncodedPixels"])
+        writer.writerows(rows)
