@@ -48,6 +48,8 @@ class TrialRecord:
     checkpoints: dict[int, Path] = field(default_factory=dict)  # epoch -> checkpoint folder
     error: str | None = None  # the full error text of an errored trial
     num_failures: int = 0
+    target_epochs: int | None = None  # the search's full training length (None: the config's epochs)
+    continued_by: str | None = None  # KerasTuner Hyperband: the trial that resumed this one's checkpoint
 
     # -- derived --------------------------------------------------------------
     @property
@@ -69,6 +71,8 @@ class TrialRecord:
 
     @property
     def epochs_planned(self) -> int | None:
+        if self.target_epochs:
+            return int(self.target_epochs)
         return int(self.config["epochs"]) if self.config and self.config.get("epochs") else None
 
     @property
@@ -106,6 +110,8 @@ class TrialRecord:
         if self.status == "ERROR":
             return f"ERROR: {self.error_line or 'unknown error'}"
         if self.status == "TERMINATED":
+            if self.continued_by:
+                return f"continued in {self.continued_by}"
             planned = self.epochs_planned
             if planned is not None and self.epochs_run < planned:
                 return "early-stopped"
@@ -286,7 +292,21 @@ def _ray_trials(path: Path, space: SearchSpace | None) -> list[TrialRecord]:
     return records
 
 
+def _kt_parents(path: Path) -> dict[str, str]:
+    """parent trial id -> the Hyperband trial that continued it (from KerasTuner's own trial.json files)."""
+    children: dict[str, str] = {}
+    for trial_json in sorted(path.glob("keras_tuner/trial_*/trial.json")):
+        doc = _read_json(trial_json) or {}
+        values = (doc.get("hyperparameters") or {}).get("values") or {}
+        parent = values.get("tuner/trial_id")
+        if parent and doc.get("trial_id"):
+            children.setdefault(str(parent), str(doc["trial_id"]))
+    return children
+
+
 def _kt_trials(path: Path, space: SearchSpace | None) -> list[TrialRecord]:
+    children = _kt_parents(path)
+    target = int(space.fixed["epochs"]) if space is not None and space.fixed.get("epochs") else None
     records = []
     for folder in sorted(path.glob(f"{KT_PREFIX}*")):
         if not folder.is_dir():
@@ -302,6 +322,7 @@ def _kt_trials(path: Path, space: SearchSpace | None) -> list[TrialRecord]:
             trial_id=trial_id, experiment=path.name, engine="keras-tuner", status=status, folder=folder,
             params=params, config=config, history=read_result_lines(folder / "result.json"),
             checkpoints=_checkpoints(folder), error=error, num_failures=1 if status == "ERROR" else 0,
+            target_epochs=target, continued_by=children.get(trial_id),
         ))
     return records
 

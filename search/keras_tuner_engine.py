@@ -40,14 +40,21 @@ def _make_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, ov
 
     objective = kt.Objective(METRIC, direction="max")
     epochs = int(space.fixed.get("epochs") or 10)
+    failures = {"max_retries_per_trial": options.max_failures, "max_consecutive_failed_trials": 3}
     if options.kt_tuner == "hyperband":
         oracle = kt.oracles.HyperbandOracle(objective=objective, max_epochs=epochs, factor=2,
-                                            hyperband_iterations=1, seed=options.seed)
+                                            hyperband_iterations=1, seed=options.seed, **failures)
     else:
         oracle = kt.oracles.BayesianOptimizationOracle(objective=objective, max_trials=options.num_samples,
-                                                       seed=options.seed)
+                                                       seed=options.seed, **failures)
 
     class UNetTuner(kt.engine.base_tuner.BaseTuner):
+        def _populate_initial_space(self):
+            """Declare the whole YAML space up front (there is no hypermodel to build)."""
+            hp = self.oracle.get_space()
+            space.keras_tuner_values(hp)
+            self.oracle.update_space(hp)
+
         def run_trial(self, trial, *args, **kwargs):
             hp = trial.hyperparameters
             sampled = space.keras_tuner_values(hp)
@@ -62,6 +69,10 @@ def _make_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, ov
                         resume_from = str(candidate)
             folder = trial_folder(experiment, trial.trial_id)
             folder.mkdir(parents=True, exist_ok=True)
+            if resume_from is not None:  # the trial continues its parent's run, best so far included
+                parent_best = Path(resume_from).parent / BEST_CHECKPOINT
+                if parent_best.is_dir() and not (folder / BEST_CHECKPOINT).exists():
+                    shutil.copytree(parent_best, folder / BEST_CHECKPOINT)
             (folder / "params.json").write_text(json.dumps({**sampled, "resolved": config.to_dict()}, indent=1))
             started = time.perf_counter()
             results = open(folder / "result.json", "a")
@@ -92,8 +103,7 @@ def _make_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, ov
             (folder / STATUS_FILE).write_text(json.dumps(status))
             return {METRIC: float(result.best[METRIC])}
 
-    return UNetTuner(oracle=oracle, directory=str(experiment), project_name=KT_DIR, overwrite=overwrite,
-                     max_consecutive_failed_trials=max(3, options.max_failures + 1))
+    return UNetTuner(oracle=oracle, directory=str(experiment), project_name=KT_DIR, overwrite=overwrite)
 
 
 def _replace_dir(src: Path, dest: Path, copy: bool) -> None:

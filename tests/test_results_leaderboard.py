@@ -35,7 +35,7 @@ def test_one_row_per_trial_with_statuses_and_stop_reasons(board, tiny_experiment
     # the one-line reason is the exception line, not Ray's "Failure # 1" header
     assert row["stop_reason"].startswith("ERROR: ") and "\n" not in row["stop_reason"]
     assert "unknown data source" in row["stop_reason"] and MISSING_DATA in row["stop_reason"]
-    assert row["data"] == MISSING_DATA and math.isnan(row["val_iou"]) and row["checkpoint"] is None
+    assert row["data"] == MISSING_DATA and math.isnan(row["val_iou"]) and pd.isna(row["checkpoint"])
     # errored rows sort last; finished ones are ranked by their best epoch
     assert board.iloc[-1]["status"] == "ERROR"
     done = board[board["status"] == "TERMINATED"]

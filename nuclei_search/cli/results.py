@@ -109,7 +109,7 @@ def _board_options(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- tables
 # Shorter headers for the terminal table.
-TABLE_HEADERS = {"best_epoch": "best ep", "epochs_run": "epochs", "minutes": "min", "stop_reason": "stop",
+TABLE_HEADERS = {"best_epoch": "best ep", "epochs_run": "ran", "minutes": "min", "stop_reason": "stop",
                  "experiment": "experiment"}
 NUMERIC = ("val_iou", "val_dice", "val_map", "best_epoch", "epochs_run", "minutes")
 

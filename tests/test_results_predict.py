@@ -1,0 +1,164 @@
+"""Predict and evaluate with an export of the tiny real experiment: any size, RLE, TTA, tiles, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from nuclei_search.cli import main
+from results.predict import TTA_TRANSFORMS, Predictor, _forward, _inverse, collect_inputs
+from results.rle import rle_decode
+from test_results_support import build_export, one_line_error, results_env, tiny_experiment  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+SIZES = {"odd-260x347": (260, 347), "big-1040x1388": (1040, 1388), "tiny-37x53": (37, 53)}
+
+
+def _nuclei_image(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Bright discs on a dark noisy background, uint8 RGB (a fluorescence-like image)."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(20, 4, size=shape).clip(0, 255).astype(np.uint8)
+    for _ in range(max(2, shape[0] * shape[1] // 4000)):
+        centre = (int(rng.integers(0, shape[1])), int(rng.integers(0, shape[0])))
+        cv2.circle(image, centre, int(rng.integers(5, 14)), int(rng.integers(120, 230)), -1)
+    return np.repeat(image[..., None], 3, axis=2)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_experiment, tmp_path_factory) -> Path:
+    return build_export(tmp_path_factory, tiny_experiment, saved_model=False)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("inputs")
+    for k, (name, shape) in enumerate(SIZES.items()):
+        assert cv2.imwrite(str(folder / f"{name}.png"), _nuclei_image(shape, k))
+    return folder
+
+
+def _read_submission(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["ImageId", "EncodedPixels"]
+        return list(reader)
+
+
+def test_predict_keeps_every_size_and_writes_a_valid_submission(model_dir, image_dir, tmp_path, capsys):
+    out, sub = tmp_path / "pred", tmp_path / "submission.csv"
+    assert main(["predict", str(model_dir), str(image_dir), "--out", str(out), "--rle", str(sub),
+                 "--instances", "--quiet"]) == 0
+    assert "wrote 3 masks" in capsys.readouterr().out
+    rows = _read_submission(sub)
+    assert {r["ImageId"] for r in rows} == set(SIZES)
+    for name, shape in SIZES.items():
+        mask = cv2.imread(str(out / f"{name}_mask.png"), cv2.IMREAD_UNCHANGED)
+        labels = cv2.imread(str(out / f"{name}_instances.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == shape and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        assert labels.shape == shape and labels.dtype == np.uint16
+        assert not (labels[mask == 0]).any()  # instances lie inside the mask
+        mine = [r["EncodedPixels"] for r in rows if r["ImageId"] == name]
+        if labels.max() == 0:
+            assert mine == [""]  # one empty row for an image without nuclei
+            continue
+        assert len(mine) == len(np.unique(labels)) - 1 and all(mine)
+        decoded = np.stack([rle_decode(rle, shape) for rle in mine])
+        assert decoded.sum(axis=0).max() == 1  # instances never overlap
+        np.testing.assert_array_equal(decoded.any(axis=0), labels > 0)
+
+
+def test_an_image_without_nuclei_gets_one_empty_row(model_dir, image_dir, tmp_path):
+    """A real export whose output layer is set to say 'background' everywhere."""
+    from results.export import load_exported_model
+
+    blank = tmp_path / "blank-model"
+    shutil.copytree(model_dir, blank)
+    model = load_exported_model(blank)
+    kernel, bias = model.get_layer("mask").get_weights()
+    model.get_layer("mask").set_weights([np.zeros_like(kernel), np.full_like(bias, -30.0)])
+    model.save(blank / "model.keras")
+    out, sub = tmp_path / "pred", tmp_path / "empty.csv"
+    assert main(["predict", str(blank), str(image_dir / "odd-260x347.png"), str(image_dir / "tiny-37x53.png"),
+                 "--out", str(out), "--rle", str(sub), "--quiet"]) == 0
+    assert _read_submission(sub) == [{"ImageId": "odd-260x347", "EncodedPixels": ""},
+                                     {"ImageId": "tiny-37x53", "EncodedPixels": ""}]
+    assert not cv2.imread(str(out / "odd-260x347_mask.png"), cv2.IMREAD_UNCHANGED).any()
+
+
+def test_tta_transforms_are_exactly_inverted_and_tiles_keep_the_size(model_dir, image_dir):
+    x = np.random.default_rng(1).random((5, 7, 2)).astype(np.float32)
+    assert len({(k, f) for k, f in TTA_TRANSFORMS}) == 8
+    for k, flip in TTA_TRANSFORMS:
+        np.testing.assert_array_equal(_inverse(_forward(x, k, flip), k, flip), x)
+    predictor = Predictor.load(model_dir)
+    image = cv2.cvtColor(cv2.imread(str(image_dir / "odd-260x347.png")), cv2.COLOR_BGR2RGB)
+    plain = predictor.predict(image)
+    tta = predictor.predict(image, tta=True)
+    assert plain.shape == tta.shape == (260, 347, 1) and 0.0 <= tta.min() <= tta.max() <= 1.0
+    big = cv2.cvtColor(cv2.imread(str(image_dir / "big-1040x1388.png")), cv2.COLOR_BGR2RGB)
+    whole = predictor.predict(big)
+    tiled = predictor.predict(big, tile=256)
+    assert whole.shape == tiled.shape == (1040, 1388, 1)
+    # blended tiles agree with the whole-image prediction away from tile seams
+    assert float(np.abs(whole - tiled).mean()) < 0.02
+
+
+def test_kaggle_layout_zip_of_images_only(model_dir, image_dir, tmp_path):
+    archive = tmp_path / "stage1_test.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("odd-260x347", "tiny-37x53"):
+            zf.write(image_dir / f"{name}.png", f"{name}/images/{name}.png")
+    inputs = collect_inputs([archive])
+    assert [i.image_id for i in inputs] == ["odd-260x347", "tiny-37x53"]
+    out = tmp_path / "pred"
+    assert main(["predict", str(model_dir), str(archive), "--out", str(out), "--quiet", "--tta"]) == 0
+    assert cv2.imread(str(out / "tiny-37x53_mask.png"), cv2.IMREAD_UNCHANGED).shape == (37, 53)
+
+
+def test_bad_inputs_are_one_line_errors(model_dir, image_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    image = str(image_dir / "tiny-37x53.png")
+    assert main(["predict", str(tmp_path / "missing"), image, "--out", str(out)]) == 2
+    assert "does not exist" in one_line_error(capsys)
+    (tmp_path / "not-a-model").mkdir()
+    assert main(["predict", str(tmp_path / "not-a-model"), image, "--out", str(out)]) == 2
+    assert "model_card.json" in one_line_error(capsys)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    assert main(["predict", str(model_dir), str(corrupt), "--out", str(out), "--quiet"]) == 2
+    assert "corrupt.png" in one_line_error(capsys)
+    assert main(["predict", str(model_dir), str(tmp_path / "nope.png"), "--out", str(out)]) == 2
+    assert "does not exist" in one_line_error(capsys)
+    assert main(["predict", str(model_dir), image, "--out", str(out), "--tile", "100"]) == 2
+    assert "multiple of the model's stride 8" in one_line_error(capsys)
+    out.mkdir(exist_ok=True)
+    (out / "keep.txt").write_text("x")
+    assert main(["predict", str(model_dir), image, "--out", str(out)]) == 2
+    assert "--overwrite" in one_line_error(capsys)
+    assert main(["evaluate", str(tmp_path / "not-a-model"), "--data", "synthetic:12"]) == 2
+    assert "model_card.json" in one_line_error(capsys)
+
+
+def test_evaluate_on_real_dsb_images(model_dir, dsb2018_zip, capsys):
+    assert main(["evaluate", str(model_dir), "--data", str(dsb2018_zip), "--limit", "3", "--quiet"]) == 0
+    table = capsys.readouterr().out
+    for word in ("iou", "dice", "map", "mean over images", "all pixels pooled"):
+        assert word in table
+    assert main(["evaluate", str(model_dir), "--data", str(dsb2018_zip), "--limit", "3", "--format", "json",
+                 "--quiet"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["images"] == len(doc["per_image"]) == 3
+    for row in doc["per_image"]:
+        assert {"id", "iou", "dice", "map", "shape"} <= set(row)
+        assert all(0.0 <= row[k] <= 1.0 for k in ("iou", "dice", "map"))
+    assert all(0.0 <= doc["mean"][k] <= 1.0 for k in ("iou", "dice", "map"))
+    assert 0.0 <= doc["pooled"]["iou"] <= 1.0
+    assert [r["id"] for r in doc["per_image"]] == sorted(r["id"] for r in doc["per_image"])
