@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 from nuclei_search.config import TrialConfig
-from nuclei_search.errors import ConfigError, ExperimentError
+from nuclei_search.errors import ConfigError, ExperimentError, NucleiSearchError
 from results.trials import Experiment, TrialRecord, load_experiment
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,15 @@ def export_trial(
     prepare_export_dir(out, overwrite)
 
     configure_tensorflow(cpus=cpus)
-    prepared, train_ids, val_ids = load_data(config)
+    try:
+        prepared, train_ids, val_ids = load_data(config)
+    except NucleiSearchError as exc:
+        if verify or retrain:
+            raise
+        # --no-verify on a machine without the training data: export, with the data fields unknown
+        log.warning("data %r not available here (%s): the card will not record its fingerprint and split",
+                    config.data, exc)
+        prepared, train_ids, val_ids = None, [], []
     if retrain:
         model, n_images, final_loss = retrain_full(config, int(trial.best_epoch), cpus=cpus, progress=progress)
         training = {"retrained_full": True, "images": n_images, "epochs": int(trial.best_epoch),
@@ -243,7 +251,8 @@ def export_trial(
                             "below are the search run's validation metrics (no held-out data is left)"}
     else:
         model = load_unet(trial.best_checkpoint / MODEL_FILE, compile=False)
-        training = {"retrained_full": False, "images": len(train_ids), "epochs": int(trial.best_epoch),
+        training = {"retrained_full": False, "images": len(train_ids) if prepared is not None else None,
+                    "epochs": int(trial.best_epoch),
                     "data": "train split", "checkpoint": str(trial.best_checkpoint)}
     model.save(out / MODEL_FILE)  # not compiled: no optimizer state in the file
     files = [MODEL_FILE]
@@ -276,11 +285,11 @@ def export_trial(
         "config": config.to_dict(),
         "data": {
             "source": config.data,
-            "fingerprint": prepared.fingerprint,
+            "fingerprint": prepared.fingerprint if prepared is not None else None,
             "split_seed": config.split_seed,
             "val_fraction": config.val_fraction,
-            "n_train": len(train_ids),
-            "n_val": len(val_ids),
+            "n_train": len(train_ids) if prepared is not None else None,
+            "n_val": len(val_ids) if prepared is not None else None,
             "val_ids": list(val_ids),
         },
         "metrics": {

@@ -191,10 +191,11 @@ def first_error_line(text: str | None) -> str | None:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     # Ray: "Failure # 1 (occurred at ...)" + traceback; the last "Name: message" line is the cause.
     for line in reversed(lines):
-        head = line.split(":", 1)[0]
-        if ":" in line and head and " " not in head and (head[0].isupper() or "." in head):
+        head, _, message = line.partition(":")
+        if message and head and " " not in head and (head[0].isupper() or "." in head):
             if not line.startswith(("File ", "Traceback")):
-                return line
+                # "nuclei_search.errors.DataError: ..." -> "DataError: ..."
+                return f"{head.rsplit('.', 1)[-1]}:{message}"
     return lines[-1] if lines else None
 
 

@@ -98,7 +98,7 @@ class SearchSpace:
             raise ConfigError(f"{where}: 'params' is empty: nothing to search")
         hyper = set(TrialConfig.hyperparameter_names())
         for name, value in fixed.items():
-            if name not in hyper:
+            if name not in TrialConfig.field_names():  # env fields (cache_dir) may be fixed, never searched
                 raise ConfigError(f"{where}: unknown fixed key '{name}'")
             if isinstance(value, (dict, list)):
                 raise ConfigError(f"{where}: fixed '{name}' must be a single value")

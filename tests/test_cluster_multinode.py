@@ -22,9 +22,11 @@ before its node dies); ASHA is covered by the single-node search tests.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +40,7 @@ LOOPBACK = "127.0.0.1"
 EPOCHS = 10  # a trial's ~10 epochs take a few seconds here: room to lose its node mid-training
 SAMPLES = 3
 NAME = "multinode"
+WORKERS = ("worker_a", "worker_b")
 
 
 # --------------------------------------------------------------------------- processes
@@ -101,7 +104,8 @@ def loopback_cluster(tmp_path):
     """Head (0 CPUs) + worker_a + worker_b (1 CPU each), all on 127.0.0.1; shut down afterwards.
 
     Every node gets the same data cache in its environment ($NUCLEI_SEARCH_CACHE), as a
-    real cluster's nodes would be configured; trial processes inherit it from their raylet.
+    real cluster's nodes would be configured (one shared volume); trial processes inherit
+    it from their raylet.
     """
     from ray._common.utils import get_ray_address_file
     from ray.cluster_utils import Cluster
@@ -119,10 +123,15 @@ def loopback_cluster(tmp_path):
             ray.shutdown()
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 0, "node_ip_address": LOOPBACK, "include_dashboard": False})
+        # Each worker keeps Ray's session files (sockets, logs, runtime_env, Tune's staging
+        # folders) on a disk of its own, as on separate machines; short paths: Unix sockets
+        # live there. Only the storage and the data cache are shared.
+        node_disks = [Path(tempfile.mkdtemp(prefix=f"rn-{name[-1]}-", dir="/tmp")) for name in WORKERS]
         try:
             cluster.workers = {
-                name: cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK, resources={name: 1})
-                for name in ("worker_a", "worker_b")
+                name: cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK, resources={name: 1},
+                                       temp_dir=str(disk))
+                for name, disk in zip(WORKERS, node_disks)
             }
             cluster.wait_for_nodes()
             yield cluster
@@ -130,6 +139,8 @@ def loopback_cluster(tmp_path):
             if ray.is_initialized():
                 ray.shutdown()
             cluster.shutdown()
+            for disk in node_disks:
+                shutil.rmtree(disk, ignore_errors=True)
             if previous_address is not None and not address_file.exists():
                 address_file.write_text(previous_address)
 
@@ -284,3 +295,67 @@ def test_search_loses_a_worker_node_and_still_finishes_every_trial(loopback_clus
     assert not _wait_dead(ours, 30), "processes left after the cluster shut down"
     print(f"multinode search: {wall:.0f} s wall; lost {victim_name} while trial {victim_trial.name} was at "
           f"epoch {checkpointed}, resumed from epoch {second['resumed_from_epoch']} on the other worker")
+
+
+# --------------------------------------------------------------------------- URI storage helpers
+def test_storage_helpers_on_a_uri(tmp_path):
+    """cluster.storage through pyarrow's filesystem behind a URI (`local://`: no cloud contacted)."""
+    import sqlite3
+
+    from cluster import storage as store
+
+    bucket = tmp_path / "bucket"
+    experiment = store.join(f"local://{bucket}/x/", "exp")
+    assert experiment == f"local://{bucket}/x/exp"
+    # a query string (S3 endpoint, region...) stays at the end
+    assert store.join("s3://b/x?endpoint_override=127.0.0.1:9000", "exp", "a.json") == \
+        "s3://b/x/exp/a.json?endpoint_override=127.0.0.1:9000"
+    assert store.is_remote("s3://b/x") and store.is_remote(experiment)
+    assert not store.is_remote("file:///tmp/x") and not store.is_remote("/tmp/x") and not store.is_remote(None)
+
+    local = tmp_path / "driver"
+    local.mkdir()
+    (local / "nuclei_search.json").write_text('{"name": "exp"}')
+    (local / "space.yaml").write_text("fixed: {}\n")
+    assert not store.exists(experiment)
+    assert store.upload(local, ["nuclei_search.json", "space.yaml", "missing.txt"], experiment) == [
+        "nuclei_search.json", "space.yaml"]
+    assert store.exists(store.join(experiment, "space.yaml"))
+    assert (bucket / "x/exp/nuclei_search.json").read_text() == '{"name": "exp"}'
+
+    # a consistent copy of a live SQLite file
+    db = local / "optuna.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table t (v integer)")
+        conn.execute("insert into t values (7)")
+    conn.close()
+    assert store.upload_sqlite(db, experiment) and not store.upload_sqlite(local / "none.db", experiment)
+    with sqlite3.connect(bucket / "x/exp/optuna.db") as conn:
+        assert conn.execute("select v from t").fetchall() == [(7,)]
+    conn.close()
+
+    # Ray's files appear on the storage; another machine mirrors the folder
+    (bucket / "x/exp/trial_1/checkpoint_000000").mkdir(parents=True)
+    (bucket / "x/exp/trial_1/result.json").write_text('{"training_iteration": 1}\n')
+    (bucket / "x/exp/trial_1/checkpoint_000000/model.keras").write_bytes(b"\0" * 3000)
+    other = tmp_path / "other-machine"
+    assert store.sync_down(experiment, other) == 5
+    assert (other / "trial_1/checkpoint_000000/model.keras").stat().st_size == 3000
+    assert store.sync_down(experiment, other) == 0  # nothing new
+    (bucket / "x/exp/trial_1/result.json").write_text('{"training_iteration": 1}\n{"training_iteration": 2}\n')
+    (other / "optuna.db").write_bytes(b"live study")  # the driver's own study is never overwritten
+    assert store.sync_down(experiment, other, keep_local=["optuna.db"]) == 1
+    assert (other / "trial_1/result.json").read_text().count("\n") == 2
+    assert (other / "optuna.db").read_bytes() == b"live study"
+    assert not [p for p in other.rglob(".*")]  # no temporary download left behind
+
+    # download: named files only, missing ones skipped, local ones kept on request
+    fresh = tmp_path / "resume-here"
+    assert store.download(experiment, ["nuclei_search.json", "nope.json"], fresh) == ["nuclei_search.json"]
+    (fresh / "optuna.db").write_text("mine")
+    assert store.download(experiment, ["optuna.db"], fresh, overwrite=False) == []
+    assert (fresh / "optuna.db").read_text() == "mine"
+
+    store.delete(experiment)
+    assert not store.exists(experiment) and (bucket / "x").is_dir()
+    store.delete(experiment)  # already gone: fine

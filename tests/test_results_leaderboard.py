@@ -128,3 +128,28 @@ def test_compare_merges_experiments_and_marks_each_best(tiny_experiment, tmp_pat
     assert main(["compare", str(tiny_experiment), str(other)]) == 0
     out = capsys.readouterr().out
     assert "best trial of each experiment" in out and "results-copy" in out
+
+
+def test_an_experiment_that_never_started_has_an_empty_leaderboard(tiny_experiment, tmp_path, capsys):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for name in ("nuclei_search.json", "space.yaml"):
+        shutil.copy(tiny_experiment / name, fresh / name)
+    frame = leaderboard(str(fresh))
+    assert len(frame) == 0 and {"id", "val_iou", "stop_reason"} <= set(frame.columns)
+    assert json.loads(format_leaderboard(frame, "json")) == []
+    assert main(["leaderboard", str(fresh)]) == 0
+    assert "no trials yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, line", [
+    (None, None),
+    ("boom", "boom"),
+    ("Failure # 1 (occurred at 2026-01-01)\nTraceback (most recent call last):\n  File \"x.py\", line 3, in f\n"
+     "    raise TrialDiverged('loss became nan')\nmodels.train.TrialDiverged: training loss became nan at epoch 2\n",
+     "TrialDiverged: training loss became nan at epoch 2"),
+])
+def test_first_error_line(text, line):
+    from results.trials import first_error_line
+
+    assert first_error_line(text) == line

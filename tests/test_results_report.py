@@ -95,3 +95,15 @@ def test_report_renders_in_headless_chromium(report, browser, tmp_path):
 def test_report_refuses_a_folder_as_out(tiny_experiment, tmp_path, capsys):
     assert main(["report", str(tiny_experiment), "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_report_of_an_experiment_without_trials_says_what_is_missing(tiny_experiment, tmp_path):
+    from results.report import build_report
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for name in ("nuclei_search.json", "space.yaml"):
+        shutil.copy(tiny_experiment / name, fresh / name)
+    report = build_report(str(fresh), tmp_path / "empty.html")
+    assert report.path.is_file() and set(report.unavailable) >= {"curves", "slices", "timeline", "predictions"}
+    assert "no trial has reported val_iou yet" in report.path.read_text()

@@ -22,28 +22,37 @@ TRUE_COLOUR = (0, 255, 0)
 PRED_COLOUR = (255, 0, 255)
 
 
-def _outline(image: np.ndarray, labels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+def _outline(image: np.ndarray, labels: np.ndarray, colour: tuple[int, int, int], width: int = 1) -> np.ndarray:
+    import cv2
     from skimage.segmentation import find_boundaries
 
     edges = find_boundaries(labels, mode="inner")
+    if width > 1:
+        edges = cv2.dilate(edges.astype(np.uint8), np.ones((width, width), np.uint8)).astype(bool) & (labels > 0)
     image = image.copy()
     image[edges] = colour
     return image
 
 
 def _display_size(image: np.ndarray, labels: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink a large image (area-averaged) and its label map (nearest) for display only."""
+    """Resize for display only: large images shrink (area-averaged), small ones grow by an
+    integer factor (nearest) so that 1-pixel outlines stay thin; labels always nearest."""
     import cv2
 
     scale = max_side / max(image.shape[:2])
-    if scale >= 1:
+    if scale >= 2:
+        scale = float(int(scale))
+        interpolation = cv2.INTER_NEAREST
+    elif scale < 1:
+        interpolation = cv2.INTER_AREA
+    else:
         return image, labels
     size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return small, cv2.resize(labels.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+    resized = cv2.resize(image, size, interpolation=interpolation)
+    return resized, cv2.resize(labels.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
 
 
-def prediction_panels(trial: TrialRecord, n_images: int = 4, max_side: int = 512) -> tuple[bytes, list[dict]]:
+def prediction_panels(trial: TrialRecord, n_images: int = 4, max_side: int = 400) -> tuple[bytes, list[dict]]:
     """(PNG bytes of the figure, per-image scores) for up to `n_images` validation images."""
     from matplotlib.figure import Figure
 
@@ -72,16 +81,17 @@ def prediction_panels(trial: TrialRecord, n_images: int = 4, max_side: int = 512
     scores = score_predictions(probs, [lab for _, lab in raw], config.threshold, config.instance_method,
                                ids=ids).per_image
 
-    fig = Figure(figsize=(3.2 * len(ids), 6.6), dpi=100)
+    fig = Figure(figsize=(3.2 * len(ids), 6.6), dpi=120)
     axes = fig.subplots(2, len(ids), squeeze=False)
     for k, ((image, labels), prob, score) in enumerate(zip(raw, probs, scores)):
         predicted = instances_from_prediction(prob, threshold=config.threshold, method=config.instance_method)
         shown, true_small = _display_size(image, labels, max_side)
         _, pred_small = _display_size(image, predicted, max_side)
-        overlay = _outline(_outline(shown, true_small, TRUE_COLOUR), pred_small, PRED_COLOUR)
+        # truth drawn 2 px wide under the 1 px prediction, so both stay visible where they agree
+        overlay = _outline(_outline(shown, true_small, TRUE_COLOUR, width=2), pred_small, PRED_COLOUR)
         axes[0, k].imshow(shown)
         axes[0, k].set_title(f"{ids[k][:18]}\n{image.shape[0]}×{image.shape[1]}", fontsize=8)
-        axes[1, k].imshow(overlay)
+        axes[1, k].imshow(overlay, interpolation="nearest")
         axes[1, k].set_title(f"IoU {score['iou']:.3f}  AP {score.get('map', float('nan')):.3f}\n"
                              f"true {score.get('n_true', 0)}  predicted {score.get('n_pred', 0)}", fontsize=8)
         for ax in axes[:, k]:
