@@ -4,6 +4,14 @@ An experiment is Ray Tune's experiment folder (`<storage>/<name>`) plus two file
 ours: `nuclei_search.json` (the search options, so `resume` needs only the name) and
 `space.yaml` (the effective search space; it must not change on resume). The Optuna
 study sits beside them in `optuna.db`.
+
+With a URI storage (`s3://bucket/x`, `gs://...`) Ray writes the experiment there; the
+driver keeps a local mirror folder under the cache (`~/.cache/nuclei-search/experiments/
+s3/bucket/x/<name>`, not the working directory, which a Ray Job changes every time)
+holding our two files and the live Optuna study (SQLite needs a local disk). Our two
+files are uploaded next to Ray's at the start, a copy of the study after each run;
+`find_experiment` brings them (or, for the results commands, the whole experiment)
+back into the mirror, so any machine can resume or rank an experiment from the storage.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from nuclei_search.errors import ConfigError, ExperimentError
 
 EXPERIMENT_FILE = "nuclei_search.json"
 SPACE_FILE = "space.yaml"
+STUDY_FILE = "optuna.db"
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "hyperband", "median", "none")
 ENGINES = ("ray", "keras-tuner")
@@ -93,14 +102,46 @@ def local_dir(storage: str | None, name: str) -> Path:
     """The local folder of an experiment: Ray's folder on a filesystem, a local mirror for URIs."""
     root = storage_root(storage)
     if is_uri(root):
+        from data_pipeline.cache import default_cache_dir
+
         scheme, rest = root.split("://", 1)
-        return Path(default_storage()) / "_remote" / scheme / rest / name
+        return default_cache_dir() / "experiments" / scheme / rest.split("?", 1)[0].strip("/") / name
     return Path(root) / name
 
 
-def find_experiment(ref: str, storage: str | None = None) -> Path:
-    """An experiment by folder path or by name under the storage root; clear error if missing."""
+def remote_dir(storage: str | None, name: str) -> str | None:
+    """The experiment's folder on a URI storage (where Ray Tune writes it); None for a local one."""
+    from cluster.storage import join
+
+    root = storage_root(storage)
+    return join(root, name) if is_uri(root) else None
+
+
+def _fetch(storage: str | None, name: str, results: bool) -> None:
+    """Bring an experiment on a URI storage into its local mirror (nothing to do on a local one)."""
+    from cluster import storage as store
+
+    remote = remote_dir(storage, name) if NAME_PATTERN.match(name) else None
+    if remote is None or not store.exists(store.join(remote, EXPERIMENT_FILE)):
+        return
+    mirror = local_dir(storage, name)
+    mirror.mkdir(parents=True, exist_ok=True)
+    if results:  # leaderboard, report, export: Ray's state, the trials' results and checkpoints
+        store.sync_down(remote, mirror, keep_local=[STUDY_FILE])
+    else:  # resume: our files; the study copy only where this machine has none (its own is live)
+        store.download(remote, [EXPERIMENT_FILE, SPACE_FILE], mirror)
+        store.download(remote, [STUDY_FILE], mirror, overwrite=False)
+
+
+def find_experiment(ref: str, storage: str | None = None, *, results: bool = True) -> Path:
+    """An experiment by folder path or by name under the storage root; clear error if missing.
+
+    On a URI storage the experiment is fetched into its local mirror first: everything
+    (results=True) or only what `resume` needs (results=False).
+    """
     candidates = [Path(ref).expanduser(), local_dir(storage, ref)]
+    if not (candidates[0] / EXPERIMENT_FILE).is_file():
+        _fetch(storage, ref, results)
     for path in candidates:
         if (path / EXPERIMENT_FILE).is_file():
             return path.resolve()
@@ -114,8 +155,33 @@ def load_options(experiment: Path) -> SearchOptions:
     return SearchOptions.from_dict(json.loads((experiment / EXPERIMENT_FILE).read_text()))
 
 
-def claim(experiment: Path, overwrite: bool) -> None:
-    """Make sure `experiment` may be created: refuse an existing one unless --overwrite."""
+def check_study(experiment: Path) -> None:
+    """Refuse to resume an Optuna search whose study is not where Ray's saved searcher will open it."""
+    recorded = json.loads((experiment / EXPERIMENT_FILE).read_text()).get("study_db")
+    here = experiment.resolve() / STUDY_FILE
+    if recorded and (Path(recorded) != here or not here.is_file()):
+        raise ExperimentError(
+            f"the Optuna study of {experiment.name} is {recorded} on the machine that started the search, "
+            f"and Ray's saved searcher reopens it there; resume on that machine (or one with that path, "
+            f"e.g. the same image with the same cache volume, $NUCLEI_SEARCH_CACHE)")
+
+
+def claim(experiment: Path, overwrite: bool, remote: str | None = None) -> None:
+    """Make sure `experiment` may be created: refuse an existing one unless --overwrite.
+
+    `remote`: the experiment's folder on a URI storage, checked (and cleared) as well.
+    """
+    if remote is not None:
+        from cluster import storage as store
+
+        if store.exists(remote):
+            if not store.exists(store.join(remote, EXPERIMENT_FILE)):
+                raise ExperimentError(f"{remote} exists and is not a nuclei-search experiment: not replacing it")
+            if not overwrite:
+                raise ExperimentError(
+                    f"experiment {remote} already exists; use `nuclei-search resume {experiment.name} "
+                    f"--storage {remote.rsplit('/', 1)[0]}` to continue it or --overwrite to replace it")
+            store.delete(remote)
     if experiment.exists() and any(experiment.iterdir()):
         if not overwrite:
             raise ExperimentError(
@@ -134,6 +200,12 @@ def claim(experiment: Path, overwrite: bool) -> None:
         raise ExperimentError(f"cannot write the experiment folder {experiment}: {exc.strerror or exc}") from None
 
 
-def save_metadata(experiment: Path, options: SearchOptions, space_yaml: str) -> None:
+def save_metadata(experiment: Path, options: SearchOptions, space_yaml: str, remote: str | None = None) -> None:
     (experiment / SPACE_FILE).write_text(space_yaml)
-    (experiment / EXPERIMENT_FILE).write_text(json.dumps(dataclasses.asdict(options), indent=2))
+    # where the live study is: Ray's saved searcher reopens it at this absolute path on resume
+    metadata = {**dataclasses.asdict(options), "study_db": str(experiment.resolve() / STUDY_FILE)}
+    (experiment / EXPERIMENT_FILE).write_text(json.dumps(metadata, indent=2))
+    if remote is not None:
+        from cluster.storage import upload
+
+        upload(experiment, [SPACE_FILE, EXPERIMENT_FILE], remote)

@@ -17,9 +17,9 @@ from pathlib import Path
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-log = logging.getLogger(__name__)
+from search.experiment import STUDY_FILE
 
-STUDY_FILE = "optuna.db"
+log = logging.getLogger(__name__)
 
 
 def study_storage(experiment_dir: str | Path) -> optuna.storages.RDBStorage:

@@ -17,13 +17,16 @@ from pathlib import Path
 from nuclei_search.errors import ConfigError, ExperimentError
 from search.experiment import (
     SearchOptions,
+    check_study,
     claim,
     find_experiment,
     load_options,
     local_dir,
+    remote_dir,
     save_metadata,
     storage_root,
     SPACE_FILE,
+    STUDY_FILE,
 )
 from search.space import SearchSpace
 
@@ -145,8 +148,9 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
     if options.searcher == "grid" and options.num_samples != 1:
         log.info("grid search: every grid point runs num_samples=%d time(s)", options.num_samples)
     experiment = local_dir(options.storage, options.name)
-    claim(experiment, overwrite)
-    save_metadata(experiment, options, space.to_yaml())
+    remote = remote_dir(options.storage, options.name)
+    claim(experiment, overwrite, remote)
+    save_metadata(experiment, options, space.to_yaml(), remote)
     if options.address is None:
         _prepare_data(space, options, progress)
     from cluster.runtime import connect
@@ -178,15 +182,16 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
 
     from cluster.runtime import connect
 
-    experiment = find_experiment(ref, storage)
+    experiment = find_experiment(ref, storage, results=False)
     options = load_options(experiment)
     if options.engine == "keras-tuner":
         from search.keras_tuner_engine import run_keras_tuner
 
         return run_keras_tuner(options, overwrite=False, progress=progress, resume=True)
+    if options.searcher == "optuna":
+        check_study(experiment)
     space = SearchSpace.from_text((experiment / SPACE_FILE).read_text(), source=options.space)
-    ray_dir = str(experiment) if options.storage is None or "://" not in storage_root(options.storage) \
-        else f"{storage_root(options.storage)}/{options.name}"
+    ray_dir = remote_dir(options.storage, options.name) or str(experiment)
     if not tune.Tuner.can_restore(ray_dir):
         raise ExperimentError(f"experiment {experiment} has no Ray Tune state to resume (it never started?)")
     if options.address is None:
@@ -206,6 +211,11 @@ def _fit(tuner, options: SearchOptions, experiment: Path) -> SearchSummary:
         from search.optuna_searcher import close_orphans, study_storage
 
         close_orphans(study_storage(experiment), options.name)
+        remote = remote_dir(options.storage, options.name)
+        if remote is not None:  # a copy of the study beside Ray's experiment (the live one stays here)
+            from cluster.storage import upload_sqlite
+
+            upload_sqlite(experiment / STUDY_FILE, remote)
     results = list(grid)
     errored = [r for r in results if r.error is not None]
     best_trial, best = None, {}

@@ -13,13 +13,34 @@ import logging
 import os
 import tempfile
 import time
-from pathlib import Path
 
 from ray import tune
 
 log = logging.getLogger(__name__)
 
 STARTS_FILE = "trial_starts.jsonl"  # one line per (re)start of the trial's training
+
+
+def _record_start(record: dict) -> None:
+    """Add one line to `trial_starts.jsonl` in the trial's folder on the experiment storage.
+
+    Not `tune.get_context().get_trial_dir()`: that is a staging folder on the driver's
+    machine, missing on every other node of a cluster. The storage (shared folder, s3://,
+    gs://...) is written through Ray's own pyarrow filesystem. Object stores cannot
+    append, so the file is read and written back whole; one process at a time runs a
+    trial, so there is one writer.
+    """
+    storage = tune.get_context().get_storage()
+    fs, folder = storage.storage_filesystem, storage.trial_fs_path
+    path = f"{folder}/{STARTS_FILE}"
+    fs.create_dir(folder, recursive=True)
+    try:
+        with fs.open_input_stream(path) as fh:
+            lines = fh.read()
+    except FileNotFoundError:
+        lines = b""
+    with fs.open_output_stream(path) as fh:
+        fh.write(lines + (json.dumps(record) + "\n").encode())
 
 
 def _trial_cpus() -> int | None:
@@ -43,8 +64,6 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
     trial_config = space.resolve(config)
 
     checkpoint = tune.get_checkpoint()
-    context = tune.get_context()
-    trial_dir = Path(context.get_trial_dir())
     node_id = ray.get_runtime_context().get_node_id()
     placement = {
         "node_id": node_id,
@@ -59,8 +78,7 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
             from models.train import TrainState
 
             start["resumed_from_epoch"] = TrainState.load(resume_from).epoch
-        with open(trial_dir / STARTS_FILE, "a") as fh:
-            fh.write(json.dumps(start) + "\n")
+        _record_start(start)
 
         def report(epoch: int, row: dict, model, state) -> None:
             metrics = dict(row)

@@ -12,11 +12,14 @@ must still finish: the lost trial is retried on the surviving worker (FailureCon
 max_failures=1) from its last checkpoint, and no result written before the loss is
 lost or changed.
 
-Storage is one tmp folder every node reaches (they share this machine's disk), and so
-is the data cache (`$NUCLEI_SEARCH_CACHE` in every node's environment): the first
-trials on both workers prepare the synthetic data into it at the same time. The FIFO
-scheduler keeps the test deterministic (ASHA could stop the trial we mean to lose
-before its node dies); ASHA is covered by the single-node search tests.
+Each worker keeps Ray's session folder (sockets, logs, shipped code, Tune's staging
+folders) in a temp dir of its own, as separate machines would: a trial that wrote
+into a folder only the driver's machine has fails here as it would on a real cluster.
+Shared, as on a real cluster's volume: the experiment storage (one tmp folder) and the
+data cache (`$NUCLEI_SEARCH_CACHE` in every node's environment), into which the first
+trials on both workers prepare the synthetic data at the same time. The FIFO scheduler
+keeps the test deterministic (ASHA could stop the trial we mean to lose before its
+node dies); ASHA is covered by the single-node search tests.
 """
 
 from __future__ import annotations
@@ -149,8 +152,9 @@ def loopback_cluster(tmp_path):
 def _driver(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(PYTHONUNBUFFERED="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    return subprocess.Popen([sys.executable, "-m", "nuclei_search", *args], cwd=cwd, env=env,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "nuclei_search", *args], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _trials(experiment: Path) -> list[Path]:
@@ -282,15 +286,24 @@ def test_search_loses_a_worker_node_and_still_finishes_every_trial(loopback_clus
     prepared = [p.name for p in (cache / "prepared").iterdir()]
     assert len(prepared) == 1 and not prepared[0].startswith("."), prepared
 
-    # `cluster status` sees the loss: two nodes alive, one dead, no trial left running
+    # `cluster status` sees the loss: two nodes alive, one dead, no trial left running. The GCS
+    # marks a node dead only after several missed health checks: wait for that first.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and any(
+            n["NodeID"] == lost_id and n["Alive"] for n in cluster.global_state.node_table()):
+        time.sleep(1)
     status = cluster_status(cluster.address)
     assert not ray.is_initialized()
     dead = [n["node_id"] for n in status["nodes"] if not n["alive"]]
     assert dead == [lost_id] and status["totals"]["nodes_alive"] == 2, status["nodes"]
     assert status["trials"] == []
 
-    # every process this test started ends with the cluster
-    ours = set(_descendants(os.getpid())) | {s["pid"] for starts in all_starts.values() for s in starts}
+    # every process of the cluster (nodes, their workers) and every trial process ends with it
+    ours = {s["pid"] for starts in all_starts.values() for s in starts}
+    for node in cluster.list_all_nodes():
+        for info in (i for infos in node.all_processes.values() for i in infos):
+            ours |= {info.process.pid, *_descendants(info.process.pid)}
+    assert len(ours) > 6  # gcs, raylets, agents, workers...
     cluster.shutdown()
     assert not _wait_dead(ours, 30), "processes left after the cluster shut down"
     print(f"multinode search: {wall:.0f} s wall; lost {victim_name} while trial {victim_trial.name} was at "
