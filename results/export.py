@@ -27,12 +27,12 @@ import json
 import logging
 import math
 import platform
-import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from nuclei_search.config import TrialConfig
+from nuclei_search.outputs import prepare_output_dir
 from nuclei_search.errors import ConfigError, ExperimentError, NucleiSearchError
 from results.trials import Experiment, TrialRecord, load_experiment
 
@@ -70,25 +70,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def prepare_export_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an existing non-empty folder unless overwrite; then remove only our own files."""
-    if out.exists() and not out.is_dir():
-        raise ExperimentError(f"--out {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ExperimentError(f"--out {out} already exists and is not empty; pass --overwrite to replace it")
-        for name in EXPORT_FILES:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExperimentError(f"cannot create --out {out}: {exc.strerror or exc}") from None
 
 
 def select_trial(experiment: Experiment, trial_id: str | None = None) -> TrialRecord:
@@ -231,7 +212,7 @@ def export_trial(
     trial = select_trial(experiment, trial_id)
     config = trial.trial_config().replace(cache_dir=None)
     best = dict(trial.best or {})
-    prepare_export_dir(out, overwrite)
+    prepare_output_dir(out, overwrite, EXPORT_FILES)
 
     configure_tensorflow(cpus=cpus)
     try:

@@ -95,7 +95,9 @@ def build_scheduler(options: SearchOptions, epochs: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
     if options.scheduler == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=2)
+        # grace: a from-scratch encoder may predict all background for its first epoch (see STYLE.md)
+        return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=max(1, epochs // 4),
+                             reduction_factor=2)
     if options.scheduler == "hyperband":
         return HyperBandScheduler(time_attr="training_iteration", max_t=epochs, reduction_factor=2)
     if options.scheduler == "median":

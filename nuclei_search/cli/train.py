@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from nuclei_search.config import TrialConfig
-from nuclei_search.errors import ExperimentError
+from nuclei_search.outputs import prepare_output_dir
 
 OUTPUT_FILES = ("model.keras", "history.csv", "metrics.json", "config.yaml")
 
@@ -35,17 +35,6 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
     return TrialConfig.from_dict(values)
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an existing folder with content unless --overwrite (then clear only our files)."""
-    if out.exists() and not out.is_dir():
-        raise ExperimentError(f"--out {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ExperimentError(f"--out {out} already holds files; pass --overwrite to replace them")
-        for name in OUTPUT_FILES:
-            (out / name).unlink(missing_ok=True)
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -65,7 +54,7 @@ def run_train(args: argparse.Namespace) -> int:
     from models.train import train_to_folder
 
     config = config_from_args(args)
-    prepare_out_dir(args.out, args.overwrite)
+    prepare_output_dir(args.out, args.overwrite, OUTPUT_FILES)
     result = train_to_folder(config, args.out, cpus=args.cpus, progress=not args.quiet)
     record = result.metrics_record()
     summary = {k: record[k] for k in ("val_iou", "val_iou_per_image", "val_dice", "val_map", "best_epoch",
