@@ -105,6 +105,19 @@ def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps:
     )
 
 
+def training_phases(config: TrialConfig) -> list[tuple[bool, float, int, int]]:
+    """(encoder trainable, learning rate, first epoch, end epoch) of each training phase.
+
+    The encoder is frozen for `freeze_epochs` (only an encoder worth freezing), then
+    everything is fine-tuned at `learning_rate × fine_tune_lr_factor`.
+    """
+    freeze_until = min(config.freeze_epochs, config.epochs) if config.backbone != "none" else 0
+    phases = [(False, config.learning_rate, 0, freeze_until)] if freeze_until else []
+    fine_tune_lr = config.learning_rate * (config.fine_tune_lr_factor if freeze_until else 1.0)
+    phases.append((True, fine_tune_lr, freeze_until, config.epochs))
+    return phases
+
+
 def load_checkpoint_model(folder: str | Path):
     """Load a checkpoint's model with its optimizer state (safe_mode: no lambdas)."""
     from models.unet import load_unet
@@ -191,17 +204,12 @@ def train(
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, row, self.model, state)
 
-    # Phase 1: encoder frozen (only for an encoder with something worth freezing).
-    phases = []
-    freeze_until = min(config.freeze_epochs, config.epochs) if config.backbone != "none" else 0
-    if state.epoch < freeze_until:
-        phases.append((False, config.learning_rate, freeze_until))
-    fine_tune_lr = config.learning_rate * (config.fine_tune_lr_factor if freeze_until else 1.0)
-    phases.append((True, fine_tune_lr, config.epochs))
+    phases = training_phases(config)
+    freeze_until = phases[-1][2]  # the fine-tune phase starts where the frozen one ends
     verbose = 1 if progress else 0
     # A resumed model keeps its optimizer state while it stays in the phase it was saved in.
     loaded_phase = None if resume_from is None else state.epoch >= freeze_until
-    for trainable, lr, until in phases:
+    for trainable, lr, _start, until in phases:
         if state.epoch >= until:
             continue
         set_encoder_trainable(model, trainable)

@@ -154,7 +154,7 @@ def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, p
     """
     from data_pipeline.loader import make_train_dataset, steps_per_epoch
     from models.runtime import configure_tensorflow
-    from models.train import TrialDiverged, compile_model, load_data
+    from models.train import TrialDiverged, compile_model, load_data, training_phases
     from models.unet import build_unet, set_encoder_trainable
 
     if epochs < 1:
@@ -165,14 +165,8 @@ def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, p
     dataset = make_train_dataset(prepared, ids, config, cpus=cpus)
     steps = steps_per_epoch(len(ids), config)
     model = build_unet(config)
-    freeze_until = min(config.freeze_epochs, config.epochs) if config.backbone != "none" else 0
-    phases = []
-    if freeze_until:
-        phases.append((False, config.learning_rate, 0, freeze_until))
-    fine_tune_lr = config.learning_rate * (config.fine_tune_lr_factor if freeze_until else 1.0)
-    phases.append((True, fine_tune_lr, freeze_until, config.epochs))
     done, loss = 0, math.nan
-    for trainable, lr, start, until in phases:
+    for trainable, lr, start, until in training_phases(config):
         stop = min(until, epochs)
         if done >= stop:
             continue
