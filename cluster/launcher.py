@@ -13,8 +13,10 @@ that needs cloud credentials and happens at `ray up`.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import logging
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from nuclei_search.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PACKAGED_CONFIGS = ("aws-gpu.yaml", "gcp-gpu.yaml")
+START_COMMAND_KEYS = ("head_start_ray_commands", "worker_start_ray_commands")
 
 
 def ray_schema() -> dict:
@@ -97,10 +100,40 @@ def _check_project_rules(where: str, config: dict) -> None:
                  if name != head and float(t.get("resources", {}).get("GPU", 0)) > 0]
     if not gpu_types:
         raise ConfigError(f"cluster config {where}: no worker node type declares resources.GPU > 0")
-    head_cmds = " ".join(config.get("head_start_ray_commands", []))
-    if "--dashboard-host=0.0.0.0" in head_cmds:
-        raise ConfigError(f"cluster config {where}: the dashboard must not listen on 0.0.0.0; "
-                          "use --dashboard-host=127.0.0.1 and `ray dashboard CONFIG`")
+    for key in START_COMMAND_KEYS:
+        for command in config.get(key) or []:
+            for host in dashboard_hosts(str(command), f"cluster config {where}: {key}"):
+                if not _is_loopback(host):
+                    raise ConfigError(f"cluster config {where}: the dashboard must not listen on {host or repr(host)}; "
+                                      "use --dashboard-host=127.0.0.1 and `ray dashboard CONFIG`")
+
+
+def dashboard_hosts(command: str, where: str = "command") -> list[str]:
+    """Every `--dashboard-host` value in a shell command line, in either form (`=HOST` or `HOST`), unquoted."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|<>")  # `;`, `&&`, `|` are tokens of their own
+    lexer.whitespace_split = True
+    try:
+        tokens = list(lexer)
+    except ValueError as exc:  # unbalanced quotes: the shell would refuse it too
+        raise ConfigError(f"{where}: cannot parse {command!r} ({exc})") from None
+    hosts = []
+    for flag, value in zip(tokens, [*tokens[1:], ""]):
+        if flag == "--dashboard-host":
+            hosts.append(value)
+        elif flag.startswith("--dashboard-host="):
+            hosts.append(flag.partition("=")[2])
+    return hosts
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (also bracketed or IPv4-mapped) and localhost; anything else is public."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:  # a host name or a shell variable: it may resolve to any interface
+        return False
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
 def _ray_cli() -> list[str]:

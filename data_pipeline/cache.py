@@ -8,10 +8,10 @@ Order of precedence: an explicit ``cache_dir`` argument (``--cache-dir``), then
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from nuclei_search.errors import DataError
+from nuclei_search.outputs import probe_writable, reason
 
 ENV_VAR = "NUCLEI_SEARCH_CACHE"
 
@@ -34,10 +34,7 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
         f"pass --cache-dir DIR or set ${ENV_VAR} (or $XDG_CACHE_HOME) to a writable folder"
     )
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
+        probe_writable(path)  # creates it; a read-only or full disk fails here, leaving nothing behind
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise DataError(f"cache folder {path} is not writable ({reason}): {how}") from None
+        raise DataError(f"cache folder {path} is not writable ({reason(exc)}): {how}") from None
     return path.resolve()

@@ -302,6 +302,17 @@ def synthetic_dir(n_images: int, cache_dir: str | os.PathLike | None = None,
     return root
 
 
+def absolute_source(spec: str | os.PathLike) -> str:
+    """`spec` with a relative local path made absolute (resolved against this process's
+    working directory); other specs (synthetic, kaggle, absolute paths) unchanged. Needed
+    before a spec crosses into processes with another working directory (Ray trials)."""
+    text = str(spec).strip()
+    if text == "kaggle" or text == "synthetic" or text.startswith("synthetic:"):
+        return text
+    path = Path(text).expanduser()
+    return str(path.resolve()) if not path.is_absolute() and path.exists() else str(path)
+
+
 def open_source(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                 require_masks: bool = True) -> DatasetSource:
     """Resolve a data source spec to a DatasetSource (see the module docstring).

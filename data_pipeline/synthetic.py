@@ -112,10 +112,18 @@ def _write_one(root: Path, index: int, seed: int) -> None:
     image_id = f"synth{seed}-{index:04d}-{kind[:4]}"
     (root / image_id / "images").mkdir(parents=True)
     (root / image_id / "masks").mkdir()
-    cv2.imwrite(str(root / image_id / "images" / f"{image_id}.png"), image)
+    _write_png(root / image_id / "images" / f"{image_id}.png", image)
     for k in range(1, int(labels.max()) + 1):
         mask = np.where(labels == k, 255, 0).astype(np.uint8)
-        cv2.imwrite(str(root / image_id / "masks" / f"nucleus{k:03d}.png"), mask)
+        _write_png(root / image_id / "masks" / f"nucleus{k:03d}.png", mask)
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    """Encode, then write: cv2.imwrite only returns False when the write fails (a full disk)."""
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise DataError(f"cannot encode {path} as PNG")
+    path.write_bytes(buf.tobytes())  # a full or read-only disk raises OSError here
 
 
 def generate_dataset(out_dir: str | os.PathLike, n_images: int = 48, seed: int = 0) -> Path:

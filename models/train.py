@@ -2,9 +2,10 @@
 
 `train(config, on_epoch_end=...)` prepares the data (cached), splits it, builds the
 model, trains with the encoder frozen for `freeze_epochs` and then fine-tuned at a
-lower learning rate, and validates on whole validation images after every epoch
-(foreground IoU over all nucleus pixels, Dice, Kaggle mAP). The hook receives each
-epoch's metrics and the model: `nuclei-search train` writes files with it, the Ray Tune
+lower learning rate, and validates on whole validation images after every
+`validation_freq`-th epoch and the last (foreground IoU over all nucleus pixels, Dice,
+Kaggle mAP; Keras' `validation_freq`). The hook receives each validated epoch's
+metrics and the model: `nuclei-search train` writes files with it, the Ray Tune
 trainable reports and checkpoints with it.
 """
 
@@ -118,6 +119,11 @@ def training_phases(config: TrialConfig) -> list[tuple[bool, float, int, int]]:
     return phases
 
 
+def is_validation_epoch(epoch: int, config: TrialConfig) -> bool:
+    """Whether 1-based `epoch` is validated (and reported): every `validation_freq`-th and the last."""
+    return epoch % int(config.validation_freq) == 0 or epoch >= int(config.epochs)
+
+
 def load_checkpoint_model(folder: str | Path):
     """Load a checkpoint's model with its optimizer state (safe_mode: no lambdas)."""
     from models.unet import load_unet
@@ -189,14 +195,19 @@ def train(
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
+            row = {"epoch": epoch + 1, "learning_rate": float(self.model.optimizer.learning_rate)}
+            state.epoch = epoch + 1
+            if not is_validation_epoch(state.epoch, config):
+                row.update({k: float(v) for k, v in logs.items()})
+                state.history.append(row)
+                log.info("epoch %d (not validated): %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
+                return
             result = evaluate_model(
                 self.model, val_images, val_labels, multiple=multiple,
                 threshold=config.threshold, instance_method=config.instance_method,
             )
             logs.update(result.as_metrics())
-            row = {"epoch": epoch + 1, "learning_rate": float(self.model.optimizer.learning_rate)}
             row.update({k: float(v) for k, v in logs.items()})
-            state.epoch = epoch + 1
             state.history.append(row)
             if not state.best or row["val_iou"] > state.best["val_iou"]:
                 state.best = dict(row)

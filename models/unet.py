@@ -8,7 +8,8 @@ function only wires layers.
 
 Layout: ``image`` (None, None, 3) float in [0, 1] → ``preprocess`` (backbone specific,
 absent for the plain encoder) → ``encoder`` → ``decoder_depth`` up-blocks
-``decoder_stage{i}_*`` (i = 0 is the deepest) → ``mask``: 1×1 conv + sigmoid, float32,
+``decoder_stage{i}_*`` (i = 0 is the deepest; the last one concatenates the image
+itself when the encoder has no stride-1 feature) → ``mask``: 1×1 conv + sigmoid, float32,
 1 channel (nucleus) or 2 (``boundary_channel``: ch0 nucleus, ch1 contour). The model
 is fully convolutional: any input whose sides are multiples of ``pad_multiple(config)``.
 """
@@ -105,7 +106,7 @@ def unet_graph(
     ``encoder`` maps the (preprocessed) image to ``len(strides)`` features at the given
     ascending ``strides``; the last is the bottleneck. One up-block per factor 2 from
     the bottleneck down to stride 1, concatenating the skip at its output stride when
-    the encoder has one.
+    the encoder has one, and the input image at stride 1 when it has none.
     """
     strides = list(strides)
     if len(strides) != len(encoder.outputs):
@@ -116,6 +117,10 @@ def unet_graph(
     if not isinstance(features, (list, tuple)):
         features = [features]
     by_stride = dict(zip(strides, features))
+    # keras.applications encoders start at stride 2: the last up-block concatenates the
+    # (preprocessed) image itself, so full-resolution detail reaches the mask head
+    # (small nuclei are a few pixels across).
+    by_stride.setdefault(1, x)
     x = by_stride[strides[-1]]
     depth = strides[-1].bit_length() - 1
     for stage in range(depth):

@@ -62,6 +62,7 @@ class TrialConfig:
     loss: str = "bce_dice"
     freeze_epochs: int = 0  # encoder frozen for the first N epochs
     fine_tune_lr_factor: float = 0.1  # learning rate multiplier after unfreezing
+    validation_freq: int = 1  # validate (and report) every N epochs and after the last one
     threshold: float = 0.5
     instance_method: str = "watershed"  # how instances are cut from the mask (mAP)
     seed: int = 0
@@ -94,7 +95,7 @@ class TrialConfig:
             raise bad("val_fraction", "must be in (0, 1)")
         if not 0.0 < self.threshold < 1.0:
             raise bad("threshold", "must be in (0, 1)")
-        for name in ("batch_size", "crops_per_image", "epochs", "base_filters"):
+        for name in ("batch_size", "crops_per_image", "epochs", "base_filters", "validation_freq"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be >= 1")
         if self.freeze_epochs < 0:

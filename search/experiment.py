@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nuclei_search.errors import ConfigError, ExperimentError
+from nuclei_search.outputs import probe_writable, reason
 
 EXPERIMENT_FILE = "nuclei_search.json"
 SPACE_FILE = "space.yaml"
@@ -144,6 +145,8 @@ def find_experiment(ref: str, storage: str | None = None, *, results: bool = Tru
         _fetch(storage, ref, results)
     for path in candidates:
         if (path / EXPERIMENT_FILE).is_file():
+            if not results:  # resume writes Ray's state, checkpoints and the study here
+                _check_writable(path, "experiment folder", "resume writes there; nothing was changed")
             return path.resolve()
     raise ExperimentError(
         f"no experiment '{ref}' (looked in {', '.join(str(c) for c in candidates)}); "
@@ -190,14 +193,18 @@ def claim(experiment: Path, overwrite: bool, remote: str | None = None) -> None:
             )
         if not (experiment / EXPERIMENT_FILE).is_file():
             raise ExperimentError(f"{experiment} exists and is not a nuclei-search experiment: not replacing it")
+        # --overwrite: refuse before anything is deleted
+        _check_writable(experiment.parent, "storage folder", f"cannot replace {experiment.name}; nothing was changed")
         shutil.rmtree(experiment)
+    _check_writable(experiment, "experiment folder", "pass a writable --storage or set NUCLEI_SEARCH_STORAGE")
+
+
+def _check_writable(folder: Path, label: str, hint: str) -> None:
+    """Create `folder` if needed and write in it; a read-only or full storage is one clear error."""
     try:
-        experiment.mkdir(parents=True, exist_ok=True)
-        probe = experiment / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        probe_writable(folder)
     except OSError as exc:
-        raise ExperimentError(f"cannot write the experiment folder {experiment}: {exc.strerror or exc}") from None
+        raise ExperimentError(f"{label} {folder} is not writable ({reason(exc)}); {hint}") from None
 
 
 def save_metadata(experiment: Path, options: SearchOptions, space_yaml: str, remote: str | None = None) -> None:

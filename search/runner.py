@@ -33,6 +33,9 @@ from search.space import SearchSpace
 log = logging.getLogger(__name__)
 
 METRIC, MODE = "val_iou", "max"
+#: the schedulers' clock: the trained epoch each report is about (reports may skip epochs
+#: with `validation_freq` > 1, so not Ray's `training_iteration`)
+TIME_ATTR = "epoch"
 
 
 @dataclass
@@ -55,8 +58,17 @@ class SearchSummary:
 
 
 def effective_space(options: SearchOptions) -> SearchSpace:
+    """The space file with the command line's fixed values; local data and cache paths
+    made absolute, since every trial runs in its own working directory."""
+    from data_pipeline.sources import absolute_source
+
     space = SearchSpace.from_yaml(options.space)
-    return space.with_fixed(data=options.data, epochs=options.max_epochs, cache_dir=options.cache_dir)
+    space = space.with_fixed(data=options.data, epochs=options.max_epochs, cache_dir=options.cache_dir)
+    data, cache_dir = space.fixed.get("data"), space.fixed.get("cache_dir")
+    return space.with_fixed(
+        data=absolute_source(data) if data is not None else None,
+        cache_dir=str(Path(cache_dir).expanduser().resolve()) if cache_dir is not None else None,
+    )
 
 
 def max_epochs(space: SearchSpace) -> int:
@@ -96,21 +108,23 @@ def build_scheduler(options: SearchOptions, epochs: int):
 
     if options.scheduler == "asha":
         # grace: a from-scratch encoder may predict all background for its first epoch (see STYLE.md)
-        return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=max(1, epochs // 4),
+        return ASHAScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=max(1, epochs // 4),
                              reduction_factor=2)
     if options.scheduler == "hyperband":
-        return HyperBandScheduler(time_attr="training_iteration", max_t=epochs, reduction_factor=2)
+        return HyperBandScheduler(time_attr=TIME_ATTR, max_t=epochs, reduction_factor=2)
     if options.scheduler == "median":
-        return MedianStoppingRule(time_attr="training_iteration", grace_period=1, min_samples_required=2)
+        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=1, min_samples_required=2)
     return FIFOScheduler()
 
 
-def build_trainable(options: SearchOptions, space: SearchSpace):
+def build_trainable(options: SearchOptions, space: SearchSpace, function=None):
+    """The trainable with its resources; `function` replaces `train_unet` (same signature:
+    config dict, space_source=, space_text=), e.g. for benchmarks of the search layer."""
     from ray import tune
 
     from search.trainable import train_unet
 
-    trainable = tune.with_parameters(train_unet, space_source=options.space, space_text=space.to_yaml())
+    trainable = tune.with_parameters(function or train_unet, space_source=options.space, space_text=space.to_yaml())
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     return tune.with_resources(trainable, resources)
 
@@ -137,8 +151,12 @@ def _prepare_data(space: SearchSpace, options: SearchOptions, progress: bool) ->
     prepare(config.data, cache_dir=config.cache_dir, progress=progress)
 
 
-def run_search(options: SearchOptions, *, overwrite: bool = False, progress: bool = True) -> SearchSummary:
-    """Start a new search (refuses an existing experiment unless overwrite)."""
+def run_search(options: SearchOptions, *, overwrite: bool = False, progress: bool = True,
+               trainable=None) -> SearchSummary:
+    """Start a new search (refuses an existing experiment unless overwrite).
+
+    `trainable` replaces the U-Net trainable (see `build_trainable`); the default trains.
+    """
     from ray import tune
 
     options.validate()
@@ -160,7 +178,7 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
     connect(options.address)
     search_alg, param_space = build_searcher(options, space, experiment)
     tuner = tune.Tuner(
-        build_trainable(options, space),
+        build_trainable(options, space, trainable),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=METRIC,
@@ -226,7 +244,7 @@ def _fit(tuner, options: SearchOptions, experiment: Path) -> SearchSummary:
         frame = best_result.metrics_dataframe
         row = frame.loc[frame[METRIC].idxmax()]
         best_trial = str(row["trial_id"])
-        best = {k: float(row[k]) for k in ("val_iou", "val_dice", "val_map", "training_iteration") if k in row}
+        best = {k: float(row[k]) for k in ("val_iou", "val_dice", "val_map", "epoch") if k in row}
     except (RuntimeError, KeyError, ValueError):  # no trial reported the metric
         pass
     trial_seconds = sum(float((r.metrics or {}).get("time_total_s") or 0.0) for r in results)

@@ -37,7 +37,32 @@ VARIANT_PARAM = "efficientnet_variant"
 EFFICIENTNET = "efficientnet"
 EFFICIENTNET_VARIANTS = tuple(b.removeprefix(EFFICIENTNET) for b in BACKBONES if b.startswith(EFFICIENTNET))
 MAX_SPACE_BYTES = 256 * 1024
+MAX_DESCRIPTION_CHARS = 10_000
 TOP_LEVEL_KEYS = ("description", "fixed", "params")
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key repeated in one YAML mapping (yaml.safe_load would keep the last one silently)."""
+
+    def __init__(self, key: Any, mark) -> None:
+        super().__init__(problem=f"found duplicate key {key!r}", problem_mark=mark)
+        self.key = key
+        self.line = mark.line + 1
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a repeated key in a mapping is an error."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # unhashable keys are refused by SafeLoader; keys merged in by `<<` may be overridden
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise DuplicateKeyError(key, key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 @dataclass(frozen=True)
@@ -76,7 +101,10 @@ class SearchSpace:
     @classmethod
     def from_text(cls, text: str, source: str = "<space>") -> "SearchSpace":
         try:
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no Python tags
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"{source}: key {exc.key!r} appears twice in one mapping (line {exc.line}); "
+                              "give each key once") from None
         except yaml.YAMLError as exc:
             first = " ".join(str(exc).split())
             raise ConfigError(f"{source}: not valid YAML ({first[:160]})") from None
@@ -109,7 +137,7 @@ class SearchSpace:
         overlap = names & set(fixed)
         if overlap:
             raise ConfigError(f"{where}: {sorted(overlap)} is both fixed and searched")
-        space = cls(fixed=dict(fixed), params=tuple(params), description=str(doc.get("description") or ""),
+        space = cls(fixed=dict(fixed), params=tuple(params), description=_parse_description(doc, where),
                     source=source)
         space._check_backbones(where)
         for sample in space.corner_samples():  # every extreme combination is a valid TrialConfig
@@ -261,6 +289,19 @@ class SearchSpace:
             else:
                 return math.inf
         return total
+
+
+def _parse_description(doc: dict, where: str) -> str:
+    """A plain string of bounded length: never str() of an arbitrary value (a YAML bomb would expand)."""
+    description = doc.get("description")
+    if description is None:
+        return ""
+    if not isinstance(description, str):
+        raise ConfigError(f"{where}: 'description' must be a string (got {type(description).__name__})")
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise ConfigError(f"{where}: 'description' has {len(description)} characters; "
+                          f"at most {MAX_DESCRIPTION_CHARS} are allowed")
+    return description
 
 
 def _declare_kt(hp, p: Param):

@@ -11,14 +11,32 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
+from pathlib import Path
 
 from ray import tune
 
 log = logging.getLogger(__name__)
 
 STARTS_FILE = "trial_starts.jsonl"  # one line per (re)start of the trial's training
+STAGING_PREFIX = "nuclei-ckpt-"  # + "<pid>-": checkpoint staging folders in the temp dir
+
+
+def _remove_stale_staging() -> None:
+    """Delete checkpoint staging folders left by trial processes that were killed mid-report
+    (ASHA stopping a trial, a lost node, kill -9): their owner pid no longer exists."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*-*"):
+        pid = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def _record_start(record: dict) -> None:
@@ -62,6 +80,7 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
 
     space = SearchSpace.from_text(space_text, source=space_source or "<space>")
     trial_config = space.resolve(config)
+    _remove_stale_staging()
 
     checkpoint = tune.get_checkpoint()
     node_id = ray.get_runtime_context().get_node_id()
@@ -86,7 +105,7 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
                 {"node_id": node_id, "cuda_visible_devices": placement["cuda_visible_devices"],
                  "backbone_resolved": trial_config.backbone}
             )
-            with tempfile.TemporaryDirectory(prefix="nuclei-ckpt-") as folder:
+            with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as folder:
                 state.save(folder, model)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 

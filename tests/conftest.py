@@ -28,3 +28,16 @@ def synthetic_folder(tmp_path_factory) -> Path:
 def session_cache_dir(tmp_path_factory) -> Path:
     """A cache folder shared by the tests of one session (never the user's cache)."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs for the tests of one module (shut down after them)."""
+    import ray
+
+    from cluster.runtime import connect
+
+    ray.shutdown()
+    connect(None, num_cpus=2)
+    yield
+    ray.shutdown()

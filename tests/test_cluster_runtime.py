@@ -1,17 +1,18 @@
-"""cluster.runtime: address parsing, the shipped runtime_env, and a real local Ray."""
+"""cluster.runtime: address parsing and the shipped runtime_env.
+
+The real local Ray on 127.0.0.1 (no dashboard, nothing listening beyond loopback) is a row of the
+reliability matrix: tests/reliability/test_dashboards_loopback.py.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import ray
 
 from cluster.runtime import (
     PROJECT_PACKAGES,
     RayAddress,
-    connect,
-    connected,
     parse_address,
     project_runtime_env,
 )
@@ -65,19 +66,3 @@ def test_runtime_env_ships_every_project_package():
     assert env["env_vars"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
     assert "__pycache__" in env["excludes"]
     assert "py_modules" not in project_runtime_env(ship_code=False)
-
-
-def test_local_ray_on_loopback_with_no_dashboard(no_ray_address, monkeypatch):
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
-    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
-    if ray.is_initialized():
-        ray.shutdown()
-    with connected(None, num_cpus=1):
-        assert ray.cluster_resources()["CPU"] == 1.0
-        (node,) = ray.nodes()
-        assert node["NodeManagerAddress"] == "127.0.0.1"
-        context = ray.get_runtime_context()
-        assert context.gcs_address.startswith("127.0.0.1:")
-        assert context.runtime_env.get("env_vars", {}).get("TF_CPP_MIN_LOG_LEVEL") == "2"
-        connect(None)  # idempotent while connected
-    assert not ray.is_initialized()

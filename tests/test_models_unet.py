@@ -70,8 +70,12 @@ def test_depth5_two_channels_skip_strides_and_safe_mode_roundtrip(backbone, tmp_
     # decoder stage i concatenates the skip at stride 2**(4-i) when the encoder has it
     layer_names = {layer.name for layer in model.layers}
     for stage in range(5):
-        assert (f"decoder_stage{stage}_concat" in layer_names) == (2 ** (4 - stage) in strides[:-1])
+        assert (f"decoder_stage{stage}_concat" in layer_names) == (2 ** (4 - stage) in strides[:-1] or stage == 4)
         assert f"decoder_stage{stage}_dropout" in layer_names
+    # the last up-block sees full resolution: an encoder skip at stride 1 or the image itself
+    upconv = model.get_layer("decoder_stage4_upconv").filters
+    skip = model.get_layer("encoder").outputs[0].shape[-1] if backbone == "none" else 3
+    assert model.get_layer("decoder_stage4_concat").output.shape[-1] == upconv + skip
     # from-scratch encoder: every BatchNorm at momentum 0.9 (keras.applications uses 0.99/0.999)
     bns = batchnorm_layers(encoder_layer(model))
     if backbone != "none" or cfg.batch_norm:

@@ -175,3 +175,16 @@ def test_evaluate_on_real_dsb_images(model_dir, dsb2018_zip, capsys):
     assert all(0.0 <= doc["mean"][k] <= 1.0 for k in ("iou", "dice", "map"))
     assert 0.0 <= doc["pooled"]["iou"] <= 1.0
     assert [r["id"] for r in doc["per_image"]] == sorted(r["id"] for r in doc["per_image"])
+
+
+def test_tile_layout_covers_evenly_with_the_overlap_and_little_rework():
+    from models.inference import tile_layout
+
+    for length, tile, overlap in [(1392, 512, 32), (1040, 512, 32), (1040, 256, 64), (512, 512, 32), (528, 512, 32)]:
+        side, starts = tile_layout(length, tile, overlap, multiple=16)
+        assert side <= tile and side % 16 == 0 or side == length
+        assert starts[0] == 0 and starts[-1] + side == length  # covers [0, length)
+        for a, b in zip(starts, starts[1:]):
+            assert a + side - b >= overlap  # neighbours share at least the overlap
+        assert len(starts) * side <= length + len(starts) * (overlap + 16)  # no whole spare tile
+    assert tile_layout(1392, 512, 32, 16) == (496, [0, 448, 896])  # 3 tiles, not 4 of 512

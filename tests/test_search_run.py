@@ -1,28 +1,20 @@
-"""Real Ray Tune searches (num_cpus=2), real Optuna, tiny U-Nets on synthetic nuclei."""
+"""Real Ray Tune searches (num_cpus=2), real Optuna, tiny U-Nets on synthetic nuclei.
+
+Failing and NaN trials are a row of the reliability matrix: tests/reliability/test_trial_raises_or_nan.py.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 
 import optuna
-import pytest
-import ray
-
-from cluster.runtime import connect
 
 from nuclei_search.cli import main
 from search.experiment import SearchOptions
 from search.runner import run_search
 from search_helpers import trial_dirs, trial_results, write_space
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.shutdown()
-    connect(None, num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 def test_optuna_asha_search_completes_with_results(local_ray, tmp_path):
@@ -70,37 +62,13 @@ def test_existing_experiment_is_refused_and_untouched(local_ray, tmp_path, capsy
     assert (storage / "taken" / "keep.txt").read_text() == "precious"
 
 
-def test_failing_and_nan_trials_end_as_error_and_the_search_completes(local_ray, tmp_path):
-    text = """
-fixed:
-  image_size: 32
-  epochs: 2
-  batch_size: 4
-  base_filters: 4
-  backbone: none
-  decoder_depth: 3
-  instance_method: cc
-params:
-  data: {choice: [synthetic:12, /nonexistent/dsb.zip]}
-  learning_rate: {choice: [3.0e-3, 1.0e+30]}
-"""
-    space = tmp_path / "fail.yaml"
-    space.write_text(text)
-    options = SearchOptions(name="failing", space=str(space), num_samples=1, max_concurrent=2,
-                            searcher="grid", scheduler="none", storage=str(tmp_path / "exp"), max_failures=1)
-    summary = run_search(options, progress=False)
-    assert summary.trials == 4
-    from ray.tune import ExperimentAnalysis
+def test_relative_data_and_cache_paths_reach_trials_absolute(tmp_path, monkeypatch):
+    from search.runner import effective_space
 
-    analysis = ExperimentAnalysis(str(summary.experiment))
-    by_config = {(t.config["data"], t.config["learning_rate"]): t for t in analysis.trials}
-    good = by_config[("synthetic:12", 3e-3)]
-    assert good.status == "TERMINATED" and 0.0 <= good.last_result["val_iou"] <= 1.0
-    missing = by_config[("/nonexistent/dsb.zip", 3e-3)]
-    assert missing.status == "ERROR"
-    assert "unknown data source '/nonexistent/dsb.zip'" in open(missing.error_file).read()
-    diverged = by_config[("synthetic:12", 1e30)]
-    assert diverged.status == "ERROR"
-    assert "TrialDiverged" in open(diverged.error_file).read()
-    # retried once (FailureConfig max_failures=1) before giving up
-    assert diverged.num_failures == 2
+    (tmp_path / "data").mkdir()
+    space = write_space(tmp_path, epochs=1)
+    monkeypatch.chdir(tmp_path)
+    options = SearchOptions(name="rel", space=str(space), data="data", cache_dir="cache")
+    fixed = effective_space(options).fixed
+    assert fixed["data"] == str(tmp_path / "data") and fixed["cache_dir"] == str(tmp_path / "cache")
+    assert effective_space(SearchOptions(name="syn", space=str(space), data="synthetic:8")).fixed["data"] == "synthetic:8"

@@ -1,4 +1,8 @@
-"""Search-space YAML: validation with clear errors, and translation to each engine."""
+"""Search-space YAML: loading and translation to each engine.
+
+Bad and hostile spaces (one-line ConfigError, exit 2) are a row of the reliability matrix:
+tests/reliability/test_hostile_space.py.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import optuna
 import pytest
 from ray import tune
 
-from nuclei_search.cli import main
 from nuclei_search.errors import ConfigError
 from search.space import SearchSpace
 
@@ -25,37 +28,6 @@ params:
 def test_shipped_spaces_load(path):
     space = SearchSpace.from_yaml(path)
     assert space.params and all(space.resolve(s) for s in space.corner_samples())
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("params: {backbone: {choice: [vgg16]}}", "unknown backbone 'vgg16'"),
-        ("params: {colour: {choice: [red]}}", "param 'colour': unknown param"),
-        ("fixed: {epochz: 3}\nparams: {dropout: {uniform: [0, 0.1]}}", "unknown fixed key 'epochz'"),
-        ("params: {learning_rate: {loguniform: [0.1, 0.001]}}", "low 0.1 > high 0.001"),
-        ("params: {loss: {choice: []}}", "choice needs a non-empty list"),
-        ("params: {}", "'params' is empty"),
-        ("params: {backbone: {choice: [efficientnet]}}", "needs a 'efficientnet_variant' param"),
-        ("params: {dropout: {uniform: [0, 0.1], when: {backbone: none}}}", "not an earlier choice param"),
-        ("params: {dropout: {uniform: [0, 0.1]}}\nextra: 1", "unknown top-level key"),
-        ("params: [1, 2", "not valid YAML"),
-        ("!!python/object/apply:os.system ['echo hacked']", "not valid YAML"),
-        ("params: {decoder_depth: {int: [3, 9]}}", "decoder_depth"),
-    ],
-)
-def test_bad_spaces_are_rejected_with_a_clear_message(text, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
-        SearchSpace.from_text(text)
-
-
-def test_bad_space_file_exits_2_with_one_line(tmp_path, capsys):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("params: {backbone: {choice: [vgg16]}}")
-    assert main(["run", "--space", str(bad), "--name", "x", "--storage", str(tmp_path / "exp")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "vgg16" in err and "\n" not in err
-    assert not (tmp_path / "exp").exists()
 
 
 def test_conditional_space_with_multivariate_grouped_tpe():

@@ -2,7 +2,8 @@
 
 Each module in this package registers one command group with `register(subparsers)`
 and sets `func` to a handler `handler(args) -> int`. Library code never prints; the
-handlers do. Every NucleiSearchError becomes one line on stderr and exit code 2.
+handlers do. Every NucleiSearchError becomes one line on stderr and exit code 2, and so does
+an OSError of a read-only, full or unwritable storage that no earlier check caught.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 
 from nuclei_search import __version__
 from nuclei_search.errors import NucleiSearchError
+from nuclei_search.outputs import STORAGE_ERRNOS
 
 # Command modules, in the order `--help` lists them.
 COMMAND_MODULES = (
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # OpenCV logs its own line for a corrupt PNG; the error we raise names the file instead
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
@@ -57,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     except NucleiSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a storage that is read-only, full or not ours, met where no check caught it
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return NucleiSearchError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

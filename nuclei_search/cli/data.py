@@ -8,6 +8,7 @@ import sys
 import time
 
 from nuclei_search.errors import DataError
+from nuclei_search.outputs import STORAGE_ERRNOS, reason
 
 SOURCE_HELP = (
     "synthetic, synthetic:N, kaggle, a Kaggle-layout folder (<id>/images/<id>.png, "
@@ -84,9 +85,18 @@ def run_prepare(args: argparse.Namespace) -> int:
     from data_pipeline.preprocess import prepare
 
     start = time.perf_counter()
-    # a progress bar on a terminal only: no bar chatter in logs, CI or pipes
-    prepared = prepare(args.source, cache_dir=args.cache_dir, progress=sys.stderr.isatty(),
-                       limit=args.limit, workers=args.workers)
+    try:
+        # a progress bar on a terminal only: no bar chatter in logs, CI or pipes
+        prepared = prepare(args.source, cache_dir=args.cache_dir, progress=sys.stderr.isatty(),
+                           limit=args.limit, workers=args.workers)
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        from data_pipeline.cache import default_cache_dir
+
+        cache = args.cache_dir or default_cache_dir()
+        raise DataError(f"cache folder {cache} is not writable ({reason(exc)}) while preparing {args.source}; "
+                        "nothing half-written was kept") from None
     types = ", ".join(f"{k} {v}" for k, v in prepared.type_counts().items())
     print(f"prepared {len(prepared.ids)} images ({types}) in {time.perf_counter() - start:.1f} s")
     print(f"cache folder: {prepared.root}")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from dataclasses import fields
 from pathlib import Path
 
 from nuclei_search.config import TrialConfig
-from nuclei_search.outputs import prepare_output_dir
+from nuclei_search.errors import ExperimentError
+from nuclei_search.outputs import STORAGE_ERRNOS, prepare_output_dir, reason
 
 OUTPUT_FILES = ("model.keras", "history.csv", "metrics.json", "config.yaml")
 
@@ -51,11 +53,21 @@ def register(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    prepare_output_dir(args.out, args.overwrite, OUTPUT_FILES)  # before TensorFlow loads: fails in a second
     from models.train import train_to_folder
 
-    config = config_from_args(args)
-    prepare_output_dir(args.out, args.overwrite, OUTPUT_FILES)
-    result = train_to_folder(config, args.out, cpus=args.cpus, progress=not args.quiet)
+    try:
+        result = train_to_folder(config, args.out, cpus=args.cpus, progress=not args.quiet)
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        # the disk filled up (or turned read-only) mid-run: a half-written model.keras is worse than none
+        for name in OUTPUT_FILES:
+            with contextlib.suppress(OSError):
+                (args.out / name).unlink()
+        raise ExperimentError(f"--out {args.out} is not writable ({reason(exc)}) while writing the trial's "
+                              f"outputs; removed the partial {', '.join(OUTPUT_FILES)}") from None
     record = result.metrics_record()
     summary = {k: record[k] for k in ("val_iou", "val_iou_per_image", "val_dice", "val_map", "best_epoch",
                                       "epochs", "seconds")}

@@ -1,6 +1,9 @@
-"""kill -9 of the search driver at several moments, then `nuclei-search resume`.
+"""Reliability matrix: kill -9 of the search driver at several moments, then `nuclei-search resume`.
 
-Every finished trial is kept, none is trained again, the Optuna study stays
+The driver dies with SIGKILL (exit -9) before any trial finished, right after one
+finished and while two run. `nuclei-search resume` then exits 0 and prints
+"trials: 4 (4 finished, 0 errored)": every finished trial is kept and none is trained
+again, unfinished ones continue from their last checkpoint, the Optuna study stays
 consistent with Ray (no UpdateFinishedTrialError), and the requested trial count is
 reached. Real subprocesses, real SIGKILL.
 """
@@ -16,8 +19,11 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from search_helpers import trial_dirs, trial_results, trial_starts, write_space
+
+pytestmark = pytest.mark.slow
 
 EPOCHS = 3
 SAMPLES = 4
@@ -51,7 +57,7 @@ def _kill_when(proc: subprocess.Popen, experiment: Path, condition, what: str, t
             raise AssertionError(f"search ended before the kill point ({what}), exit {proc.returncode}")
         if condition(*_progress(experiment)):
             os.kill(proc.pid, signal.SIGKILL)  # the driver only, as a crash would
-            proc.wait()
+            assert proc.wait() == -signal.SIGKILL
             time.sleep(1.0)
             return
         time.sleep(0.1)
@@ -94,6 +100,7 @@ def test_kill_9_at_three_moments_then_resume_loses_and_reruns_nothing(tmp_path):
     final = subprocess.run([sys.executable, "-m", "nuclei_search", *resume], capture_output=True, text=True,
                            timeout=600)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:] + log.read_text()[-3000:]
+    assert f"trials: {SAMPLES} ({SAMPLES} finished, 0 errored)" in final.stdout, final.stdout
     assert "UpdateFinishedTrialError" not in final.stderr + log.read_text()
 
     trials = trial_dirs(experiment)

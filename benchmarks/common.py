@@ -1,0 +1,47 @@
+"""What every benchmark shares: where the real data is, where results go, timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+#: the real Kaggle stage1_train (never copied into the repository)
+DSB2018_ZIP = Path(os.environ.get("NUCLEI_SEARCH_DSB2018", REPO.parent / "shared/datasets/dsb2018/stage1_train.zip"))
+
+
+def dsb2018_zip() -> Path:
+    if not DSB2018_ZIP.is_file():
+        raise SystemExit(f"error: real dataset missing: {DSB2018_ZIP} (set NUCLEI_SEARCH_DSB2018)")
+    return DSB2018_ZIP
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+@contextmanager
+def timer():
+    """with timer() as t: ...; t() -> seconds elapsed (while running or after)."""
+    start = time.perf_counter()
+    end: list[float] = []
+    yield lambda: (end[0] if end else time.perf_counter()) - start
+    end.append(time.perf_counter())
+
+
+def result(name: str, measure: str, target: str, value: float, unit: str, met: bool, **details) -> dict:
+    """The record a benchmark's run() returns (the runner adds command, date, machine)."""
+    return {"name": name, "measure": measure, "target": target, "value": value, "unit": unit, "met": bool(met),
+            "details": details}
+
+
+def write(record: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{record['name']}.json"
+    path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    return path

@@ -1,0 +1,50 @@
+"""RSS of one worker process over 20 consecutive trials.
+
+A Ray Tune search runs each trial in a fresh worker process (`reuse_actors=False`),
+so RSS cannot grow across its trials. Trials that share a process are KerasTuner's
+(in-process) and any user calling `models.train.train` in a loop: this benchmark runs
+20 consecutive small trials (synthetic data, 64 px, 2 epochs, different configs) in
+this one process and reads its resident set size (/proc/self/statm) after each.
+Growth = RSS after trial 20 − RSS after trial 1 (the first trial pays TensorFlow's
+one-time allocations).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+
+from benchmarks.common import result
+
+NAME = "worker_memory"
+MEASURE = "memory: RSS growth of one worker over 20 consecutive trials"
+TARGET = "<= 200 MB"
+
+log = logging.getLogger(__name__)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run(quick: bool = False, trials: int = 20) -> dict:
+    from models.train import train
+    from nuclei_search.config import TrialConfig
+
+    trials = 3 if quick else trials
+    rss = []
+    for k in range(trials):
+        config = TrialConfig(data="synthetic", image_size=64, batch_size=8, epochs=1 if quick else 2,
+                             backbone=("mobilenetv2", "none")[k % 2], decoder_depth=3 + k % 3,
+                             base_filters=8 * (1 + k % 2), seed=k)
+        result_ = train(config, cpus=os.cpu_count())
+        del result_
+        gc.collect()
+        rss.append(rss_mb())
+        log.info("trial %d: RSS %.0f MB", k + 1, rss[-1])
+    growth = rss[-1] - rss[0]
+    return result(NAME, MEASURE, TARGET, growth, "MB", growth <= 200, trials=trials, rss_mb=rss,
+                  peak_mb=max(rss))
