@@ -16,7 +16,7 @@ import sys
 
 from benchmarks.common import RESULTS
 
-COLOURS = {"completed": "#1f77b4", "early-stopped": "#ff7f0e", "ERROR": "#d62728"}
+COLOURS = {"completed": "#1f77b4", "early-stopped": "#ff7f0e", "ERROR": "#d62728", "interrupted": "#7f7f7f"}
 
 
 def plot_iou_over_time(experiment, path) -> None:
@@ -31,6 +31,7 @@ def plot_iou_over_time(experiment, path) -> None:
     shown = set()
     for t in timed:
         kind = t.stop_reason.split(":")[0]
+        kind = "interrupted" if kind in ("pending", "paused", "running") else kind  # the search was stopped
         y = float(t.best["val_iou"])
         x0, x1 = ((t.started or t.ended) - start) / 60, (t.ended - start) / 60
         ax.plot([x0, x1], [y, y], color=COLOURS.get(kind, "#7f7f7f"), lw=3, marker="o", markevery=[1],

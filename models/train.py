@@ -104,6 +104,11 @@ def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps:
         loss=get_loss(config.loss),
         metrics=[ForegroundIoU(name="iou"), DiceScore(name="dice")],
     )
+    # Create the optimizer's slots now, eagerly. Built lazily inside the first traced train
+    # step, each slot variable gets tf.cond initialisers whose branch functions stay in
+    # TensorFlow's eager context for the life of the process (~170 MB per MobileNetV2
+    # trial when trials share a process, as KerasTuner's do; benchmarks/worker_memory.py).
+    model.optimizer.build(model.trainable_variables)
 
 
 def training_phases(config: TrialConfig) -> list[tuple[bool, float, int, int]]:
@@ -158,7 +163,7 @@ def train(
 
     from data_pipeline.loader import make_train_dataset, steps_per_epoch, val_arrays
     from models.evaluation import evaluate_model
-    from models.runtime import configure_tensorflow
+    from models.runtime import configure_tensorflow, released_custom_gradients
     from models.unet import build_unet, pad_multiple, set_encoder_trainable
 
     config.validate()
@@ -220,17 +225,18 @@ def train(
     verbose = 1 if progress else 0
     # A resumed model keeps its optimizer state while it stays in the phase it was saved in.
     loaded_phase = None if resume_from is None else state.epoch >= freeze_until
-    for trainable, lr, _start, until in phases:
-        if state.epoch >= until:
-            continue
-        set_encoder_trainable(model, trainable)
-        if trainable != loaded_phase or getattr(model, "optimizer", None) is None:
-            compile_model(model, config, lr, decay_steps=(until - state.epoch) * steps)
-        loaded_phase = None
-        model.fit(
-            dataset, epochs=until, initial_epoch=state.epoch, steps_per_epoch=steps,
-            callbacks=[_Validate()], verbose=verbose, shuffle=False,  # the dataset shuffles itself
-        )
+    with released_custom_gradients():
+        for trainable, lr, _start, until in phases:
+            if state.epoch >= until:
+                continue
+            set_encoder_trainable(model, trainable)
+            if trainable != loaded_phase or getattr(model, "optimizer", None) is None:
+                compile_model(model, config, lr, decay_steps=(until - state.epoch) * steps)
+            loaded_phase = None
+            model.fit(
+                dataset, epochs=until, initial_epoch=state.epoch, steps_per_epoch=steps,
+                callbacks=[_Validate()], verbose=verbose, shuffle=False,  # the dataset shuffles itself
+            )
     return TrainResult(
         config=config,
         best=state.best,

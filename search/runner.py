@@ -251,7 +251,7 @@ def _fit(tuner, options: SearchOptions, experiment: Path) -> SearchSummary:
     return SearchSummary(
         experiment=experiment,
         trials=len(results),
-        terminated=len(results) - len(errored),
+        terminated=grid.num_terminated,  # not the interrupted (Ctrl-C) ones still pending or running
         errored=len(errored),
         best_trial=best_trial,
         best=best,

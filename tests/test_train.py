@@ -75,3 +75,30 @@ def test_freeze_then_fine_tune_at_lower_rate():
     rates = [r["learning_rate"] for r in result.history]
     assert rates[0] == pytest.approx(1e-3) and rates[1] == pytest.approx(1e-4)
     assert result.model.get_layer("encoder").trainable
+
+
+def test_consecutive_trials_in_one_process_release_their_graphs_and_variables():
+    """KerasTuner runs trials in one process: a finished trial must leave no traced train
+    step, no variable and no global custom gradient behind (benchmarks/worker_memory.py)."""
+    import gc
+
+    from tensorflow.python.eager import context
+    from tensorflow.python.framework import ops
+
+    def alive(kind: str) -> int:
+        gc.collect()
+        return sum(type(o).__name__ == kind for o in gc.get_objects())
+
+    config = TrialConfig(**{**TINY, "backbone": "mobilenetv2"}, epochs=1)
+    result = train(config, cpus=1)
+    del result
+    keras.backend.clear_session()
+    baseline = (alive("FuncGraph"), alive("EagerTensor"), len(context.context().list_function_names()),
+                len(ops._gradient_registry._registry))
+    for seed in (1, 2):
+        result = train(config.replace(seed=seed), cpus=1)
+        del result
+        keras.backend.clear_session()
+    after = (alive("FuncGraph"), alive("EagerTensor"), len(context.context().list_function_names()),
+             len(ops._gradient_registry._registry))
+    assert after == baseline

@@ -58,7 +58,10 @@ def register(sub) -> None:
 
 def _print_summary(summary) -> None:
     print(f"experiment: {summary.experiment}")
-    print(f"trials: {summary.trials} ({summary.terminated} finished, {summary.errored} errored)")
+    unfinished = summary.trials - summary.terminated - summary.errored
+    print(f"trials: {summary.trials} ({summary.terminated} finished, {summary.errored} errored"
+          + (f", {unfinished} unfinished: continue with `nuclei-search resume {summary.experiment.name}`)" if unfinished
+             else ")"))
     if summary.best_trial:
         best = ", ".join(f"{k}={v:.4f}" for k, v in summary.best.items() if k.startswith("val_"))
         print(f"best trial: {summary.best_trial}  {best}")
