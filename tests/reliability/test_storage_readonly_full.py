@@ -67,8 +67,8 @@ def run_read_only(folder: Path, *argv) -> subprocess.CompletedProcess:
         command = ["unshare", "--map-root-user", "--mount", "sh", "-c", READ_ONLY, "sh", str(folder), *cli(*argv)]
         return subprocess.run(command, capture_output=True, text=True, timeout=120)
     if os.geteuid() == 0:
-        pytest.skip("no user namespaces here (unshare --map-root-user --mount fails), and chmod does not stop "
-                    "root: no read-only folder can be made")
+        pytest.fail("no user namespaces here (unshare --map-root-user --mount fails), and chmod does not stop "
+                    "root: no read-only folder can be made; this row needs one of the two")
     modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")] if p.is_dir()}
     for path in modes:
         path.chmod(modes[path] & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
@@ -86,8 +86,8 @@ def run_full(folder: Path, seed: Path, *argv, fill: bool = True, size: str = "64
     Returns the process and the folder's listing (entries, then sha256 of every file) before and after.
     """
     if not user_namespaces():
-        pytest.skip("no user namespaces here (unshare --map-root-user --mount fails): no full file system "
-                    "can be mounted without privileges")
+        pytest.fail("no user namespaces here (unshare --map-root-user --mount fails): no full file system "
+                    "can be mounted without privileges; this row needs them")
     folder.mkdir(parents=True, exist_ok=True)
     report = folder.parent / f"{folder.name}.report"
     command = ["unshare", "--map-root-user", "--mount", "sh", "-c", FULL, "sh", str(folder), size,
