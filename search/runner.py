@@ -129,7 +129,7 @@ def build_trainable(options: SearchOptions, space: SearchSpace, function=None):
     return tune.with_resources(trainable, resources)
 
 
-def _run_config(options: SearchOptions, progress: bool):
+def _run_config(options: SearchOptions, progress: bool, callbacks: list | None = None):
     from ray import tune
 
     return tune.RunConfig(
@@ -140,6 +140,7 @@ def _run_config(options: SearchOptions, progress: bool):
         ),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         verbose=1 if progress else 0,
+        callbacks=callbacks,
     )
 
 
@@ -152,16 +153,21 @@ def _prepare_data(space: SearchSpace, options: SearchOptions, progress: bool) ->
 
 
 def run_search(options: SearchOptions, *, overwrite: bool = False, progress: bool = True,
-               trainable=None) -> SearchSummary:
+               trainable=None, callbacks: list | None = None) -> SearchSummary:
     """Start a new search (refuses an existing experiment unless overwrite).
 
     `trainable` replaces the U-Net trainable (see `build_trainable`); the default trains.
+    `callbacks` are Ray Tune callbacks (`ray.tune.Callback`, e.g. an MLflow or W&B logger);
+    Ray keeps them with the experiment, so `resume` uses them again.
     """
     from ray import tune
 
     options.validate()
     if options.engine == "keras-tuner":
         from search.keras_tuner_engine import run_keras_tuner
+
+        if callbacks:
+            raise ConfigError("Ray Tune callbacks need --engine ray")
 
         return run_keras_tuner(options, overwrite=overwrite, progress=progress)
     space = effective_space(options)
@@ -191,7 +197,7 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
             reuse_actors=False,
             trial_dirname_creator=trial_dirname,
         ),
-        run_config=_run_config(options, progress),
+        run_config=_run_config(options, progress, callbacks),
     )
     return _fit(tuner, options, experiment)
 
@@ -214,6 +220,10 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
     ray_dir = remote_dir(options.storage, options.name) or str(experiment)
     if not tune.Tuner.can_restore(ray_dir):
         raise ExperimentError(f"experiment {experiment} has no Ray Tune state to resume (it never started?)")
+    if remote_dir(options.storage, options.name) is None:
+        from search.checkpoint_repair import repair_missing_checkpoints
+
+        repair_missing_checkpoints(experiment)
     if options.address is None:
         _prepare_data(space, options, progress)
     connect(options.address)

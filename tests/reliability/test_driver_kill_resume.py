@@ -6,6 +6,11 @@ finished and while two run. `nuclei-search resume` then exits 0 and prints
 again, unfinished ones continue from their last checkpoint, the Optuna study stays
 consistent with Ray (no UpdateFinishedTrialError), and the requested trial count is
 reached. Real subprocesses, real SIGKILL.
+
+A fourth moment is inside one controller step: after Ray deleted a trial's superseded
+checkpoint and before it saved the experiment state naming the new one (the window CI hit
+once by chance). `resume` repairs the state (search/checkpoint_repair.py) instead of
+failing that trial.
 """
 
 from __future__ import annotations
@@ -129,3 +134,54 @@ def test_kill_9_at_three_moments_then_resume_loses_and_reruns_nothing(tmp_path):
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states
     assert sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states) >= SAMPLES
+
+
+def test_kill_between_checkpoint_deletion_and_state_save_is_repaired_on_resume(tmp_path):
+    """The window CI once hit by chance, now hit on purpose: Ray deletes a trial's previous
+    checkpoint (num_to_keep=1) when it registers the next and saves the experiment state at
+    the end of that step. The driver is SIGKILLed in between, from a callback Ray calls while
+    saving (tests/driver_crash.py), so the saved state names a deleted checkpoint. Without
+    the repair Ray fails that trial on resume ("does not exist on storage anymore"); with it,
+    the trial continues from its newest surviving checkpoint and nothing is trained twice."""
+    from search.checkpoint_repair import recorded_checkpoints
+
+    tests_dir = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(tests_dir), os.environ.get("PYTHONPATH")])))
+    space = write_space(tmp_path, epochs=EPOCHS)
+    storage, marker = tmp_path / "exp", tmp_path / "killed-at"
+    experiment = storage / "window"
+    driver = f"""
+from driver_crash import KillDriverWhenStateNamesDeletedCheckpoint
+from search.experiment import SearchOptions
+from search.runner import run_search
+run_search(SearchOptions(name="window", space={str(space)!r}, num_samples=2, max_concurrent=2,
+                         storage={str(storage)!r}, seed=1, scheduler="none"), progress=False,
+           callbacks=[KillDriverWhenStateNamesDeletedCheckpoint({str(experiment)!r}, {str(marker)!r})])
+"""
+    killed = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, env=env, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-3000:]
+    deleted = [Path(p) for p in marker.read_text().splitlines()]
+    assert deleted and not any(p.exists() for p in deleted)
+    assert set(deleted) <= set(recorded_checkpoints(experiment).values())  # the saved state names them
+
+    final = subprocess.run([sys.executable, "-m", "nuclei_search", "resume", "window", "--storage", str(storage),
+                            "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert "trials: 2 (2 finished, 0 errored)" in final.stdout, final.stdout[-3000:] + final.stderr[-3000:]
+    assert "does not exist on storage anymore" not in final.stdout + final.stderr
+    assert "was deleted before Ray saved its state" in final.stderr
+    assert list(experiment.glob("experiment_state-*.json.bak"))  # the state as Ray left it is kept
+
+    for checkpoint in deleted:
+        trial = checkpoint.parent
+        rows = trial_results(trial)
+        assert [r["training_iteration"] for r in rows] == list(range(1, EPOCHS + 1)), rows
+        assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
+        starts = trial_starts(trial)
+        assert starts[0]["resumed_from_epoch"] is None
+        assert all(s["resumed_from_epoch"] is not None for s in starts[1:]), starts
+        # it went on from the checkpoint that survived, newer than the one the state named
+        assert starts[-1]["resumed_from_epoch"] > int(checkpoint.name.split("_")[-1]) + 1, starts
+    study = optuna.load_study(study_name="window", storage=f"sqlite:///{experiment / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2

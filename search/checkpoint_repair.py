@@ -1,0 +1,166 @@
+"""Point trials whose recorded checkpoint is gone at the newest one that survived.
+
+Ray Tune deletes a superseded checkpoint (`CheckpointConfig.num_to_keep`) as soon as it
+registers the next one, and writes the experiment state (`experiment_state-*.json`) a
+moment later, at the end of the same controller step. A driver killed in between leaves
+a state that names a deleted checkpoint, and `Tuner.restore` then fails that trial with
+"Could not recover from checkpoint as it does not exist on storage anymore" on every
+retry. The trial's folder still holds the newer checkpoint (the worker wrote it before the
+driver registered it), so the state is repaired from it before Ray reads it: the trial
+continues from there or, if it was its last epoch, finishes with that epoch's metrics.
+
+What a checkpoint holds is this project's own format (`models.train.TrainState`: the
+epochs done and the metric rows, the last one being the row reported with it); the
+trainable reports a checkpoint with every result, so checkpoint_<N> is Ray's iteration
+N + 1. Ray's own result rows cannot be used: Ray writes them to a driver staging folder
+and copies them beside the checkpoints only with the experiment state.
+
+Local experiment folders only; the original state file is kept beside as `*.json.bak`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+from models.train import MODEL_FILE, STATE_FILE
+
+log = logging.getLogger(__name__)
+
+STATE_PATTERN = "experiment_state-*.json"
+CHECKPOINT_PREFIX = "checkpoint_"
+
+
+def newest_state_file(experiment: Path) -> Path | None:
+    """The state file `Tuner.restore` reads (Ray takes the largest name, a timestamp)."""
+    files = sorted(experiment.glob(STATE_PATTERN))
+    return files[-1] if files else None
+
+
+def _checkpoint_index(folder: Path) -> int | None:
+    suffix = folder.name[len(CHECKPOINT_PREFIX):]
+    return int(suffix) if folder.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() else None
+
+
+def complete_checkpoint(folder: Path) -> dict | None:
+    """The reported metric row of a checkpoint folder, or None if it is incomplete
+    (a copy cut short by the kill: unreadable state or a truncated model archive)."""
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+        with zipfile.ZipFile(folder / MODEL_FILE) as archive:
+            if archive.testzip() is not None:
+                return None
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    history = state.get("history") or []
+    return dict(history[-1]) if history else None
+
+
+def surviving_checkpoint(trial_dir: Path, after: int) -> tuple[Path, int, dict] | None:
+    """The newest complete checkpoint of a trial numbered above `after`: (folder, index, row)."""
+    found = [(index, p) for p in trial_dir.glob(f"{CHECKPOINT_PREFIX}*")
+             if p.is_dir() and (index := _checkpoint_index(p)) is not None and index > after]
+    for index, folder in sorted(found, reverse=True):
+        row = complete_checkpoint(folder)
+        if row is not None:
+            return folder, index, row
+    return None
+
+
+def _load_trials(state: dict):
+    """(position, Trial with its run metadata, latest recorded checkpoint result) per trial in a state."""
+    from ray.tune.experiment.trial import Trial
+
+    for position, (trial_json, metadata_json) in enumerate(state.get("trial_data", [])):
+        trial = Trial.from_json_state(trial_json, stub=True)  # no trainable registered in this process
+        trial.stub = bool(json.loads(trial_json).get("stub", False))  # written back as it was
+        trial.restore_run_metadata(metadata_json)
+        manager = trial.run_metadata.checkpoint_manager
+        latest = manager.latest_checkpoint_result if manager is not None else None
+        if latest is not None and latest.checkpoint is not None:
+            yield position, trial, latest
+
+
+def _in_experiment(experiment: Path, checkpoint_path: str) -> Path:
+    recorded = Path(checkpoint_path)
+    return experiment / recorded.parent.name / recorded.name  # the experiment folder may have moved
+
+
+def recorded_checkpoints(experiment: Path) -> dict[str, Path]:
+    """Trial folder name -> the latest checkpoint the newest saved state names."""
+    state_file = newest_state_file(experiment)
+    if state_file is None:
+        return {}
+    state = json.loads(state_file.read_text())
+    found = {}
+    for _, _, latest in _load_trials(state):
+        path = _in_experiment(experiment, latest.checkpoint.path)
+        found[path.parent.name] = path
+    return found
+
+
+def _log_lost_result(trial_dir: Path, metrics: dict) -> None:
+    """Append the survivor's row to the trial's result.json if Ray's copy did not have it yet
+    (the leaderboard reads the rows; the resumed trial will not report that epoch again)."""
+    from results.trials import read_result_lines
+
+    path = trial_dir / "result.json"
+    rows = read_result_lines(path)
+    if rows and rows[-1].get("training_iteration", 0) >= metrics["training_iteration"]:
+        return
+    text = path.read_text() if path.is_file() else ""
+    separator = "" if not text or text.endswith("\n") else "\n"  # a line cut by the kill stays apart
+    with path.open("a") as handle:
+        handle.write(separator + json.dumps(metrics, default=str) + "\n")
+
+
+def repair_missing_checkpoints(experiment: Path) -> list[str]:
+    """Repair the newest experiment state in place; returns one line per repaired trial."""
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    state_file = newest_state_file(experiment)
+    if state_file is None:
+        return []
+    state = json.loads(state_file.read_text())
+    repaired: list[str] = []
+    for position, trial, latest in list(_load_trials(state)):
+        recorded = _in_experiment(experiment, latest.checkpoint.path)
+        trial_dir = recorded.parent
+        if recorded.is_dir() or _checkpoint_index(recorded) is None:
+            continue
+        found = surviving_checkpoint(trial_dir, after=_checkpoint_index(recorded))
+        if found is None:
+            log.warning("%s: checkpoint %s is gone and no later one survived", trial_dir.name, recorded.name)
+            continue
+        folder, index, row = found
+        metrics = {**latest.metrics, **row, "training_iteration": index + 1, "checkpoint_dir_name": folder.name}
+        replacement = _TrainingResult(
+            checkpoint=Checkpoint(str(folder), filesystem=latest.checkpoint.filesystem), metrics=metrics
+        )
+        # Forget every record whose folder is gone, then register the survivor as the latest.
+        manager = trial.run_metadata.checkpoint_manager
+        manager._checkpoint_results = [
+            r for r in manager._checkpoint_results if Path(r.checkpoint.path).is_dir()
+        ]
+        manager.register_checkpoint(replacement)
+        trial.run_metadata.last_result = {**trial.run_metadata.last_result, **metrics}
+        _log_lost_result(trial_dir, metrics)
+        trial.storage.current_checkpoint_index = index  # the next checkpoint is index + 1
+        trial.invalidate_json_state()
+        state["trial_data"][position] = list(trial.get_json_state())
+        repaired.append(f"{trial_dir.name}: {recorded.name} was deleted before Ray saved its state; "
+                        f"continuing from {folder.name} (epoch {row.get('epoch', '?')})")
+    if repaired:
+        backup = state_file.with_name(state_file.name + ".bak")
+        if not backup.exists():
+            backup.write_bytes(state_file.read_bytes())
+        staging = state_file.with_name(state_file.name + ".tmp")
+        staging.write_text(json.dumps(state, indent=2))
+        os.replace(staging, state_file)
+        for line in repaired:
+            log.warning(line)
+    return repaired

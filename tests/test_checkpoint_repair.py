@@ -1,0 +1,36 @@
+"""Which checkpoint folder a repaired trial continues from: the newest complete one."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+from models.train import MODEL_FILE, STATE_FILE
+from search.checkpoint_repair import complete_checkpoint, surviving_checkpoint
+
+
+def _checkpoint(folder, epoch, truncate=False):
+    folder.mkdir(parents=True)
+    history = [{"epoch": e, "val_iou": e / 10} for e in range(1, epoch + 1)]
+    (folder / STATE_FILE).write_text(json.dumps({"epoch": epoch, "history": history, "best": history[-1]}))
+    with zipfile.ZipFile(folder / MODEL_FILE, "w") as archive:
+        archive.writestr("config.json", json.dumps({"epoch": epoch}) * 200)
+        archive.writestr("model.weights.h5", bytes(range(256)) * 64)
+    if truncate:  # a copy cut short by a kill: the zip's central directory is missing
+        data = (folder / MODEL_FILE).read_bytes()
+        (folder / MODEL_FILE).write_bytes(data[: len(data) // 2])
+
+
+def test_newest_complete_checkpoint_after_the_recorded_one(tmp_path):
+    trial = tmp_path / "trial_x"
+    _checkpoint(trial / "checkpoint_000000", 1)
+    _checkpoint(trial / "checkpoint_000002", 3)
+    _checkpoint(trial / "checkpoint_000003", 4, truncate=True)
+    (trial / "checkpoint_000004").mkdir()  # the copy had only started
+
+    assert complete_checkpoint(trial / "checkpoint_000003") is None
+    assert complete_checkpoint(trial / "checkpoint_000004") is None
+    folder, index, row = surviving_checkpoint(trial, after=1)
+    assert (folder.name, index, row) == ("checkpoint_000002", 2, {"epoch": 3, "val_iou": 0.3})
+    # only checkpoints newer than the one the state named count
+    assert surviving_checkpoint(trial, after=2) is None
