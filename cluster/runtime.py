@@ -214,6 +214,7 @@ def connect(
     *,
     ship_code: bool = True,
     namespace: str | None = None,
+    log_to_driver: bool = True,
 ) -> None:
     """`ray.init` for the search driver; a no-op when Ray is already initialised.
 
@@ -221,6 +222,7 @@ def connect(
     "HOST:PORT" or "ray://HOST:10001". num_cpus/num_gpus size a local Ray only (a
     cluster's resources come from its nodes). ship_code=False joins without any
     runtime_env (no upload; enough for read-only calls such as `cluster status`).
+    log_to_driver=False keeps a local Ray's worker output out of this process's stdout/stderr.
     """
     import ray
 
@@ -238,6 +240,7 @@ def connect(
             "runtime_env": {"env_vars": dict(WORKER_ENV_VARS)},
             "namespace": namespace,
             "logging_level": logging.WARNING,
+            "log_to_driver": log_to_driver,
         }
         if include_dashboard:
             kwargs["dashboard_host"] = "127.0.0.1"

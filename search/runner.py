@@ -193,8 +193,10 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
             scheduler=build_scheduler(options, max_epochs(space)),
             num_samples=options.num_samples,
             max_concurrent_trials=options.max_concurrent,
-            # A fresh process per trial: no TensorFlow/Keras state leaks between trials.
-            reuse_actors=False,
+            # One worker process runs trial after trial (Ray's `reset_config`) instead of a
+            # fresh one each: models.runtime clears Keras state per trial and releases what
+            # TensorFlow keeps (benchmarks/worker_memory.py); --no-reuse-actors isolates trials.
+            reuse_actors=options.reuse_actors,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=_run_config(options, progress, callbacks),

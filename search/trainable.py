@@ -21,6 +21,11 @@ from ray import tune
 log = logging.getLogger(__name__)
 
 STARTS_FILE = "trial_starts.jsonl"  # one line per (re)start of the trial's training
+#: How long Ray waits for a finished trial's thread before it reuses this worker for the next
+#: trial (`reuse_actors`). Ray's default, 2 s, was too short here: on the quick search a
+#: reset timed out, the trial waiting for the worker failed and the search hung. Ray reads it
+#: in the worker at each reset, so the trial sets it for the ones after it.
+THREAD_TIMEOUT_S = "60"
 STAGING_PREFIX = "nuclei-ckpt-"  # + "<pid>-": checkpoint staging folders in the temp dir
 
 
@@ -78,6 +83,7 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
     from models.train import train
     from search.space import SearchSpace
 
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", THREAD_TIMEOUT_S)
     space = SearchSpace.from_text(space_text, source=space_source or "<space>")
     trial_config = space.resolve(config)
     _remove_stale_staging()

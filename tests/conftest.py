@@ -32,12 +32,13 @@ def session_cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray with 2 CPUs for the tests of one module (shut down after them)."""
+    """A local Ray with 2 CPUs for the tests of one module (shut down after them). Worker output
+    stays in Ray's log files: printed late, it would land in a later test's captured stderr."""
     import ray
 
     from cluster.runtime import connect
 
     ray.shutdown()
-    connect(None, num_cpus=2)
+    connect(None, num_cpus=2, log_to_driver=False)
     yield
     ray.shutdown()

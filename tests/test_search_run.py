@@ -14,7 +14,7 @@ import optuna
 from nuclei_search.cli import main
 from search.experiment import SearchOptions
 from search.runner import run_search
-from search_helpers import trial_dirs, trial_results, write_space
+from search_helpers import trial_dirs, trial_results, trial_starts, write_space
 
 
 def test_optuna_asha_search_completes_with_results(local_ray, tmp_path):
@@ -41,6 +41,9 @@ def test_optuna_asha_search_completes_with_results(local_ray, tmp_path):
         assert list(trial.glob("events.out.tfevents*")), "no TensorBoard log"
     # ASHA stopped at least one trial before the last epoch; at least one ran to the end
     assert min(iterations) < 4 and max(iterations) == 4, iterations
+    # reuse_actors (the default): the 4 trials ran in the 2 worker processes, one after another
+    pids = {start["pid"] for trial in trials for start in trial_starts(trial)}
+    assert len(pids) <= 2, pids
 
     # the Optuna study persists in SQLite inside the experiment folder, one trial per Ray trial
     study = optuna.load_study(study_name="quick4", storage=f"sqlite:///{experiment / 'optuna.db'}")
@@ -48,6 +51,16 @@ def test_optuna_asha_search_completes_with_results(local_ray, tmp_path):
     assert len(finished) == 4
     assert {"learning_rate", "dropout", "loss"} <= set(study.trials[0].params)
     assert (experiment / "space.yaml").is_file() and (experiment / "nuclei_search.json").is_file()
+
+
+def test_no_reuse_actors_gives_every_trial_a_fresh_worker_process(local_ray, tmp_path):
+    space = write_space(tmp_path, epochs=1)
+    options = SearchOptions(name="fresh", space=str(space), num_samples=3, max_concurrent=1,
+                            storage=str(tmp_path / "exp"), seed=3, reuse_actors=False)
+    summary = run_search(options, progress=False)
+    assert summary.terminated == 3 and summary.errored == 0
+    pids = [start["pid"] for trial in trial_dirs(summary.experiment) for start in trial_starts(trial)]
+    assert len(pids) == 3 and len(set(pids)) == 3, pids
 
 
 def test_existing_experiment_is_refused_and_untouched(local_ray, tmp_path, capsys):

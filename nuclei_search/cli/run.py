@@ -42,6 +42,9 @@ def register(sub) -> None:
     p.add_argument("--kt-tuner", choices=KT_TUNERS, default="hyperband", help="KerasTuner algorithm (engine keras-tuner)")
     p.add_argument("--max-failures", type=int, default=1, metavar="N", help="retries of a failed trial (default 1)")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="prepared-data cache folder")
+    p.add_argument("--reuse-actors", action=argparse.BooleanOptionalAction, default=True,
+                   help="run trial after trial in the same Ray worker process (default; saves the start-up "
+                        "of a fresh process per trial); --no-reuse-actors: a fresh process per trial")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment of this name")
     p.add_argument("--resume", action="store_true", help="continue the existing experiment of this name")
     p.add_argument("--quiet", action="store_true", help="no progress table")
@@ -87,7 +90,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             gpus_per_trial=args.gpus_per_trial, searcher=args.searcher, scheduler=args.scheduler,
             max_epochs=args.max_epochs, data=args.data, storage=args.storage, address=args.address,
             seed=args.seed, engine=args.engine, kt_tuner=args.kt_tuner, max_failures=args.max_failures,
-            cache_dir=args.cache_dir,
+            cache_dir=args.cache_dir, reuse_actors=args.reuse_actors,
         )
         summary = run_search(options, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(summary)
