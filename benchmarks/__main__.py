@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import inspect
 import json
 import logging
 import shlex
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark runs, figures not meaningful")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--storage", metavar="DIR", default=None,
+                        help="keep the searches of a benchmark that runs them (sample_efficiency) in DIR; "
+                             "searches already there are read, not run again")
     args = parser.parse_args(argv)
     if args.list:
         for name in BENCHMARKS:
@@ -44,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name])
         print(f"== {name}: {module.MEASURE}", flush=True)
-        record = module.run(quick=args.quick)
+        extra = {"storage": args.storage} if args.storage and "storage" in inspect.signature(module.run).parameters else {}
+        record = module.run(quick=args.quick, **extra)
         record.update(
-            command=f"python -m benchmarks {name}" + (" --quick" if args.quick else ""),
+            command=f"python -m benchmarks {name}" + (" --quick" if args.quick else "")
+            + (f" --storage {shlex.quote(args.storage)}" if extra else ""),
             date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             machine=machine(),
             quick=bool(args.quick),

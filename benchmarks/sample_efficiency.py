@@ -52,8 +52,10 @@ def budget_to_reach(curve: list[float], level: float) -> int | None:
 
 
 def search(method: str, seed: int, budget: int, data: str, storage: str) -> list[float]:
+    """The method's anytime curve; an experiment already in `storage` is read, not run again
+    (a run cut short goes on where it stopped)."""
     from results.trials import load_experiment
-    from search.experiment import SearchOptions
+    from search.experiment import EXPERIMENT_FILE, SearchOptions
     from search.runner import run_search
 
     max_epochs = 1 if budget < 8 else 4
@@ -61,13 +63,17 @@ def search(method: str, seed: int, budget: int, data: str, storage: str) -> list
     options = SearchOptions(name=f"{method}-s{seed}", space=str(SPACE), data=data, storage=storage, seed=seed,
                             num_samples=max(2, budget // per_trial), max_concurrent=2, max_epochs=max_epochs,
                             **METHODS[method])
-    run_search(options, progress=False)
+    if (Path(storage) / options.name / EXPERIMENT_FILE).is_file():
+        log.info("%s seed %d: reading the experiment already in %s", method, seed, storage)
+    else:
+        run_search(options, progress=False)
     curve = anytime_curve(load_experiment(options.name, storage=storage).trials)
     log.info("%s seed %d: %d trial-epochs, best %.4f", method, seed, len(curve), curve[-1] if curve else float("nan"))
     return curve
 
 
-def run(quick: bool = False, budget: int = 24, seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
+def run(quick: bool = False, budget: int = 24, seeds: tuple[int, ...] = (0, 1, 2), storage: str | None = None) -> dict:
+    """`storage`: keep the searches there (default: a temporary folder); those already there are read."""
     import ray
 
     from cluster.runtime import connect
@@ -76,10 +82,10 @@ def run(quick: bool = False, budget: int = 24, seeds: tuple[int, ...] = (0, 1, 2
     budget, seeds = (4, (0,)) if quick else (budget, seeds)
     connect(None, num_cpus=2)
     curves: dict[str, list[list[float]]] = {m: [] for m in METHODS}
-    with tempfile.TemporaryDirectory(prefix="bench-sample-efficiency-") as storage:
+    with tempfile.TemporaryDirectory(prefix="bench-sample-efficiency-") as scratch:
         for seed in seeds:
             for method in METHODS:
-                curves[method].append(search(method, seed, budget, data, storage)[:budget])
+                curves[method].append(search(method, seed, budget, data, storage or scratch)[:budget])
     ray.shutdown()
     fractions, per_seed = [], []
     for k, seed in enumerate(seeds):

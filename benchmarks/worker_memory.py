@@ -1,8 +1,8 @@
 """RSS of one worker process over 20 consecutive trials.
 
-A Ray Tune search reuses its worker processes from trial to trial (`reuse_actors`, the
-default), KerasTuner runs its trials in-process, and a user may call `models.train.train`
-in a loop: in each, trials share a process. This benchmark runs
+A Ray Tune search with `--reuse-actors` runs trial after trial in one worker process,
+KerasTuner runs its trials in-process, and a user may call `models.train.train` in a
+loop: in each, trials share a process. This benchmark runs
 20 consecutive small trials (synthetic data, 64 px, 2 epochs, different configs) in
 this one process and reads its resident set size (/proc/self/statm) after each.
 Growth = RSS after trial 20 − RSS after trial 6: the configs (2 backbones × 3 depths ×

@@ -56,7 +56,7 @@ class SearchOptions:
     kt_tuner: str = "hyperband"
     max_failures: int = 1
     cache_dir: str | None = None
-    reuse_actors: bool = True
+    reuse_actors: bool = False
 
     def validate(self) -> "SearchOptions":
         if not NAME_PATTERN.match(self.name):

@@ -193,9 +193,10 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
             scheduler=build_scheduler(options, max_epochs(space)),
             num_samples=options.num_samples,
             max_concurrent_trials=options.max_concurrent,
-            # One worker process runs trial after trial (Ray's `reset_config`) instead of a
-            # fresh one each: models.runtime clears Keras state per trial and releases what
-            # TensorFlow keeps (benchmarks/worker_memory.py); --no-reuse-actors isolates trials.
+            # Ray's default: a fresh worker process per trial. --reuse-actors runs trial after
+            # trial in one (models.runtime clears Keras state per trial and releases what
+            # TensorFlow keeps, benchmarks/worker_memory.py); it did not lower the measured
+            # orchestration overhead (benchmarks/orchestration.py), so it is opt-in.
             reuse_actors=options.reuse_actors,
             trial_dirname_creator=trial_dirname,
         ),

@@ -21,10 +21,12 @@ from ray import tune
 log = logging.getLogger(__name__)
 
 STARTS_FILE = "trial_starts.jsonl"  # one line per (re)start of the trial's training
-#: How long Ray waits for a finished trial's thread before it reuses this worker for the next
-#: trial (`reuse_actors`). Ray's default, 2 s, was too short here: on the quick search a
-#: reset timed out, the trial waiting for the worker failed and the search hung. Ray reads it
-#: in the worker at each reset, so the trial sets it for the ones after it.
+#: How long Ray waits for a stopped trial's thread to end before it reuses this worker for the
+#: next trial (`reuse_actors`). As the thread ends it frees the trial's model, traced graphs
+#: and tf.data pipeline (prefetch threads), which took over 2 s (Ray's default) on a loaded
+#: 2-core machine: the reset then fails and Ray errors the next trial (seen with py-spy in 1
+#: of 16 tiny trials; the quick search once hung after it). Ray reads the variable in the
+#: worker at each reset, so a trial sets it for the ones after it.
 THREAD_TIMEOUT_S = "60"
 STAGING_PREFIX = "nuclei-ckpt-"  # + "<pid>-": checkpoint staging folders in the temp dir
 
