@@ -27,7 +27,11 @@ class KillDriverWhenStateNamesDeletedCheckpoint(tune.Callback):
 
     def get_state(self):
         if not self.marker.exists():
-            missing = [str(p) for p in recorded_checkpoints(self.experiment).values() if not p.is_dir()]
+            try:
+                recorded = recorded_checkpoints(self.experiment)
+            except ValueError:  # a state file still being copied in: look at the next save
+                return None
+            missing = [str(p) for p in recorded.values() if not p.is_dir()]
             if missing:
                 self.marker.write_text("\n".join(missing))
                 os.kill(os.getpid(), signal.SIGKILL)
