@@ -34,10 +34,10 @@ STATE_PATTERN = "experiment_state-*.json"
 CHECKPOINT_PREFIX = "checkpoint_"
 
 
-def newest_state_file(experiment: Path) -> Path | None:
-    """The state file `Tuner.restore` reads (Ray takes the largest name, a timestamp)."""
+def newest_state(experiment: Path) -> tuple[Path, dict] | None:
+    """The state file `Tuner.restore` reads (Ray takes the largest name, a timestamp) and its content."""
     files = sorted(experiment.glob(STATE_PATTERN))
-    return files[-1] if files else None
+    return (files[-1], json.loads(files[-1].read_text())) if files else None
 
 
 def _checkpoint_index(folder: Path) -> int | None:
@@ -91,12 +91,9 @@ def _in_experiment(experiment: Path, checkpoint_path: str) -> Path:
 
 def recorded_checkpoints(experiment: Path) -> dict[str, Path]:
     """Trial folder name -> the latest checkpoint the newest saved state names."""
-    state_file = newest_state_file(experiment)
-    if state_file is None:
-        return {}
-    state = json.loads(state_file.read_text())
+    newest = newest_state(experiment)
     found = {}
-    for _, _, latest in _load_trials(state):
+    for _, _, latest in _load_trials(newest[1]) if newest else ():
         path = _in_experiment(experiment, latest.checkpoint.path)
         found[path.parent.name] = path
     return found
@@ -122,10 +119,10 @@ def repair_missing_checkpoints(experiment: Path) -> list[str]:
     from ray.train import Checkpoint
     from ray.train._internal.session import _TrainingResult
 
-    state_file = newest_state_file(experiment)
-    if state_file is None:
+    newest = newest_state(experiment)
+    if newest is None:
         return []
-    state = json.loads(state_file.read_text())
+    state_file, state = newest
     repaired: list[str] = []
     for position, trial, latest in list(_load_trials(state)):
         recorded = _in_experiment(experiment, latest.checkpoint.path)

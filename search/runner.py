@@ -220,10 +220,11 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
     if options.searcher == "optuna":
         check_study(experiment)
     space = SearchSpace.from_text((experiment / SPACE_FILE).read_text(), source=options.space)
-    ray_dir = remote_dir(options.storage, options.name) or str(experiment)
+    remote = remote_dir(options.storage, options.name)
+    ray_dir = remote or str(experiment)
     if not tune.Tuner.can_restore(ray_dir):
         raise ExperimentError(f"experiment {experiment} has no Ray Tune state to resume (it never started?)")
-    if remote_dir(options.storage, options.name) is None:
+    if remote is None:
         from search.checkpoint_repair import repair_missing_checkpoints
 
         repair_missing_checkpoints(experiment)
