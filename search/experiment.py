@@ -48,6 +48,7 @@ class SearchOptions:
     searcher: str = "optuna"
     scheduler: str = "asha"
     max_epochs: int | None = None
+    grace_period: int | None = None  # epochs before ASHA / the median rule may stop a trial
     data: str | None = None
     storage: str | None = None
     address: str | None = None
@@ -71,6 +72,9 @@ class SearchOptions:
             (self.cpus_per_trial > 0, "--cpus-per-trial must be > 0"),
             (self.gpus_per_trial >= 0, "--gpus-per-trial must be >= 0"),
             (self.max_epochs is None or self.max_epochs >= 1, "--max-epochs must be >= 1"),
+            (self.grace_period is None or self.grace_period >= 1, "--grace-period must be >= 1"),
+            (self.grace_period is None or self.scheduler in ("asha", "median"),
+             "--grace-period needs --scheduler asha or median"),
             (self.max_failures >= 0, "--max-failures must be >= 0"),
         ]
         for ok, message in checks:

@@ -107,13 +107,14 @@ def build_scheduler(options: SearchOptions, epochs: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
     if options.scheduler == "asha":
-        # grace: a from-scratch encoder may predict all background for its first epoch (see STYLE.md)
-        return ASHAScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=max(1, epochs // 4),
-                             reduction_factor=2)
+        # default grace: a from-scratch encoder may predict all background for its first epoch (STYLE.md)
+        grace = options.grace_period or max(1, epochs // 4)
+        return ASHAScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=grace, reduction_factor=2)
     if options.scheduler == "hyperband":
         return HyperBandScheduler(time_attr=TIME_ATTR, max_t=epochs, reduction_factor=2)
     if options.scheduler == "median":
-        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=1, min_samples_required=2)
+        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=options.grace_period or 1,
+                                  min_samples_required=2)
     return FIFOScheduler()
 
 
@@ -129,11 +130,12 @@ def build_trainable(options: SearchOptions, space: SearchSpace, function=None):
     return tune.with_resources(trainable, resources)
 
 
-def _run_config(options: SearchOptions, progress: bool, callbacks: list | None = None):
+def _run_config(options: SearchOptions, progress: bool, callbacks: list | None = None, stop=None):
     from ray import tune
 
     return tune.RunConfig(
         name=options.name,
+        stop=stop,
         storage_path=storage_root(options.storage),
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
@@ -153,12 +155,13 @@ def _prepare_data(space: SearchSpace, options: SearchOptions, progress: bool) ->
 
 
 def run_search(options: SearchOptions, *, overwrite: bool = False, progress: bool = True,
-               trainable=None, callbacks: list | None = None) -> SearchSummary:
+               trainable=None, callbacks: list | None = None, stop=None) -> SearchSummary:
     """Start a new search (refuses an existing experiment unless overwrite).
 
     `trainable` replaces the U-Net trainable (see `build_trainable`); the default trains.
     `callbacks` are Ray Tune callbacks (`ray.tune.Callback`, e.g. an MLflow or W&B logger);
-    Ray keeps them with the experiment, so `resume` uses them again.
+    Ray keeps them with the experiment, so `resume` uses them again. `stop` is Ray Tune's
+    stopping criterion (`RunConfig(stop=...)`: a dict, a function or a `ray.tune.Stopper`).
     """
     from ray import tune
 
@@ -166,8 +169,8 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
     if options.engine == "keras-tuner":
         from search.keras_tuner_engine import run_keras_tuner
 
-        if callbacks:
-            raise ConfigError("Ray Tune callbacks need --engine ray")
+        if callbacks or stop is not None:
+            raise ConfigError("Ray Tune callbacks and stopping criteria need --engine ray")
 
         return run_keras_tuner(options, overwrite=overwrite, progress=progress)
     space = effective_space(options)
@@ -200,7 +203,7 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
             reuse_actors=options.reuse_actors,
             trial_dirname_creator=trial_dirname,
         ),
-        run_config=_run_config(options, progress, callbacks),
+        run_config=_run_config(options, progress, callbacks, stop),
     )
     return _fit(tuner, options, experiment)
 

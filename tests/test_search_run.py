@@ -84,3 +84,26 @@ def test_relative_data_and_cache_paths_reach_trials_absolute(tmp_path, monkeypat
     fixed = effective_space(options).fixed
     assert fixed["data"] == str(tmp_path / "data") and fixed["cache_dir"] == str(tmp_path / "cache")
     assert effective_space(SearchOptions(name="syn", space=str(space), data="synthetic:8")).fixed["data"] == "synthetic:8"
+
+
+def test_grace_period_sets_the_asha_rungs_and_the_median_rule(tmp_path):
+    from search.runner import build_scheduler
+
+    space = str(write_space(tmp_path))
+    rungs = lambda options: sorted(milestone for milestone, _ in build_scheduler(options, 32)._brackets[0]._rungs)
+    assert rungs(SearchOptions(name="d", space=space)) == [8, 16, 32]  # default grace: epochs // 4
+    assert rungs(SearchOptions(name="g", space=space, grace_period=4)) == [4, 8, 16, 32]
+    median = build_scheduler(SearchOptions(name="m", space=space, scheduler="median", grace_period=5), 32)
+    assert median._grace_period == 5
+
+
+def test_bad_grace_period_is_one_line_exit_2_before_anything_is_written(tmp_path, capsys):
+    from search_helpers import assert_one_line_error, run_cli
+
+    space = write_space(tmp_path)
+    storage = tmp_path / "exp"
+    for extra, needle in ((["--grace-period", "0"], "--grace-period must be >= 1"),
+                          (["--grace-period", "2", "--scheduler", "hyperband"], "needs --scheduler asha or median")):
+        code, _, err = run_cli(capsys, "run", "--space", space, "--name", "g", "--storage", storage, "--quiet", *extra)
+        assert_one_line_error(code, err, needle)
+    assert not storage.exists()

@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--searcher", choices=SEARCHERS, default="optuna", help="default: optuna (multivariate TPE)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha", help="early stopping (default: asha)")
     p.add_argument("--max-epochs", type=int, default=None, metavar="E", help="epochs per trial (overrides the space)")
+    p.add_argument("--grace-period", type=int, default=None, metavar="E",
+                   help="epochs every trial trains before ASHA (or the median rule) may stop it "
+                        "(default: max(1, epochs // 4) for ASHA, 1 for median)")
     p.add_argument("--data", default=None, metavar="SOURCE",
                    help="synthetic | synthetic:N | kaggle | Kaggle-layout folder | .zip (overrides the space)")
     p.add_argument("--storage", default=None, metavar="PATH_OR_URI",
@@ -88,7 +91,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             name=name, space=args.space or quick_space(), num_samples=args.num_samples,
             max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, searcher=args.searcher, scheduler=args.scheduler,
-            max_epochs=args.max_epochs, data=args.data, storage=args.storage, address=args.address,
+            max_epochs=args.max_epochs, grace_period=args.grace_period, data=args.data, storage=args.storage, address=args.address,
             seed=args.seed, engine=args.engine, kt_tuner=args.kt_tuner, max_failures=args.max_failures,
             cache_dir=args.cache_dir, reuse_actors=args.reuse_actors,
         )
