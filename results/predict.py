@@ -351,14 +351,16 @@ def evaluate_model_dir(
     threshold: float | None = None,
     tta: bool = False,
     tile: int | None = None,
+    split: str = "all",
     on_start: Callable[[int], None] | None = None,
     on_image: Callable[[dict], None] | None = None,
 ) -> Evaluation:
     """Foreground IoU, Dice and Kaggle mAP@[0.5:0.95] of an export on Kaggle-layout data with masks.
 
     Per image with the same scoring as validation (models.evaluation.score_predictions),
-    plus the IoU/Dice of all nucleus pixels pooled over the images. `limit` takes the
-    first N image ids (sorted).
+    plus the IoU/Dice of all nucleus pixels pooled over the images. `split="val"` scores
+    only the validation images named in the model card (the search's held-out split);
+    `limit` takes the first N image ids (sorted).
     """
     from data_pipeline.sources import open_source
     from models.evaluation import score_predictions
@@ -369,8 +371,13 @@ def evaluate_model_dir(
     threshold = predictor.threshold if threshold is None else float(threshold)
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"--threshold must be in (0, 1) (got {threshold})")
+    if split not in ("all", "val"):
+        raise ConfigError(f"--split must be all or val (got {split!r})")
     source = open_source(data, require_masks=True)
-    ids = source.ids[:limit] if limit else source.ids
+    ids = source.ids
+    if split == "val":
+        ids = _card_validation_ids(predictor.card, ids, model_dir, data, source)
+    ids = ids[:limit] if limit else ids
     if on_start is not None:
         on_start(len(ids))
     rows: list[dict] = []
@@ -395,6 +402,20 @@ def evaluate_model_dir(
         iou=inter / union if union else 1.0, dice=2 * inter / (pred_sum + true_sum) if pred_sum + true_sum else 1.0,
         threshold=threshold, instance_method=predictor.instance_method,
     )
+
+
+def _card_validation_ids(card: dict, ids: list[str], model_dir, data: str, source) -> list[str]:
+    """The model card's validation ids that the source holds; an error if they are not held out or absent."""
+    if (card.get("training") or {}).get("retrained_full"):
+        source.close()
+        raise ConfigError(f"{model_dir} was retrained on its validation images (export --retrain): "
+                          f"--split val would score training data; use --split all on other images")
+    wanted = set((card.get("data") or {}).get("val_ids") or [])
+    chosen = [i for i in ids if i in wanted]
+    if not chosen:
+        source.close()
+        raise ConfigError(f"none of the {len(wanted)} validation images of {model_dir}'s model card is in {data}")
+    return chosen
 
 
 def write_submission(rows: Iterable[tuple[str, str]], path: str | Path) -> None:

@@ -188,3 +188,16 @@ def test_tile_layout_covers_evenly_with_the_overlap_and_little_rework():
             assert a + side - b >= overlap  # neighbours share at least the overlap
         assert len(starts) * side <= length + len(starts) * (overlap + 16)  # no whole spare tile
     assert tile_layout(1392, 512, 32, 16) == (496, [0, 448, 896])  # 3 tiles, not 4 of 512
+
+
+def test_evaluate_split_val_scores_the_cards_validation_images_and_reproduces_its_val_iou(model_dir, dsb2018_zip,
+                                                                                          capsys):
+    card = json.loads((model_dir / "model_card.json").read_text())
+    assert main(["evaluate", str(model_dir), "--data", card["data"]["source"], "--split", "val", "--format", "json",
+                 "--quiet"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(r["id"] for r in doc["per_image"]) == sorted(card["data"]["val_ids"])
+    assert abs(doc["pooled"]["iou"] - card["metrics"]["val_iou"]) < 1e-3  # the same images, the same score
+    # data without those images: one line, exit 2
+    assert main(["evaluate", str(model_dir), "--data", str(dsb2018_zip), "--split", "val", "--quiet"]) == 2
+    assert "none of the" in one_line_error(capsys)

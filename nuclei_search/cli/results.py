@@ -89,6 +89,8 @@ def register(sub) -> None:
     ev.add_argument("--data", required=True, metavar="SOURCE",
                     help="Kaggle-layout folder or zip with masks (or synthetic:N, kaggle)")
     ev.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    ev.add_argument("--split", choices=("all", "val"), default="all",
+                    help="all images of --data (default) or only the validation images named in the model card")
     ev.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted ids)")
     ev.add_argument("--threshold", type=float, default=None, metavar="T", help="default: the model card's")
     ev.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
@@ -242,7 +244,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     try:
         result = evaluate_model_dir(
             args.model, args.data, limit=args.limit, threshold=args.threshold, tta=args.tta, tile=args.tile,
-            on_start=lambda n: setattr(bar, "total", n), on_image=lambda row: bar.update(1),
+            split=args.split, on_start=lambda n: setattr(bar, "total", n), on_image=lambda row: bar.update(1),
         )
     finally:
         bar.close()
