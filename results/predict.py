@@ -374,15 +374,13 @@ def evaluate_model_dir(
     if split not in ("all", "val"):
         raise ConfigError(f"--split must be all or val (got {split!r})")
     source = open_source(data, require_masks=True)
-    ids = source.ids
-    if split == "val":
-        ids = _card_validation_ids(predictor.card, ids, model_dir, data, source)
-    ids = ids[:limit] if limit else ids
-    if on_start is not None:
-        on_start(len(ids))
     rows: list[dict] = []
     inter = union = pred_sum = true_sum = 0
     try:
+        ids = _card_validation_ids(predictor.card, source.ids, model_dir, data) if split == "val" else source.ids
+        ids = ids[:limit] if limit else ids
+        if on_start is not None:
+            on_start(len(ids))
         for image_id in ids:
             image, labels = source.read_labels(image_id)
             probs = predictor.predict(image, tta=tta, tile=tile)
@@ -404,16 +402,14 @@ def evaluate_model_dir(
     )
 
 
-def _card_validation_ids(card: dict, ids: list[str], model_dir, data: str, source) -> list[str]:
+def _card_validation_ids(card: dict, ids: list[str], model_dir, data: str) -> list[str]:
     """The model card's validation ids that the source holds; an error if they are not held out or absent."""
     if (card.get("training") or {}).get("retrained_full"):
-        source.close()
         raise ConfigError(f"{model_dir} was retrained on its validation images (export --retrain): "
                           f"--split val would score training data; use --split all on other images")
     wanted = set((card.get("data") or {}).get("val_ids") or [])
     chosen = [i for i in ids if i in wanted]
     if not chosen:
-        source.close()
         raise ConfigError(f"none of the {len(wanted)} validation images of {model_dir}'s model card is in {data}")
     return chosen
 

@@ -201,3 +201,13 @@ def test_evaluate_split_val_scores_the_cards_validation_images_and_reproduces_it
     # data without those images: one line, exit 2
     assert main(["evaluate", str(model_dir), "--data", str(dsb2018_zip), "--split", "val", "--quiet"]) == 2
     assert "none of the" in one_line_error(capsys)
+
+
+def test_evaluate_split_val_is_refused_for_an_export_trained_on_its_validation_images(model_dir, tmp_path, capsys):
+    retrained = tmp_path / "retrained"
+    shutil.copytree(model_dir, retrained)
+    card = json.loads((retrained / "model_card.json").read_text())
+    card["training"] = {**(card.get("training") or {}), "retrained_full": True}
+    (retrained / "model_card.json").write_text(json.dumps(card))
+    assert main(["evaluate", str(retrained), "--data", card["data"]["source"], "--split", "val", "--quiet"]) == 2
+    assert "retrained on its validation images" in one_line_error(capsys)
