@@ -35,7 +35,7 @@ def sleep_trial(config: dict, space_source: str | None = None, space_text: str |
 
     time.sleep(SLEEP_S)
     score = 1.0 - abs(float(config.get("learning_rate", config.get("x", 0.5))) - 0.002) * 100
-    tune.report({"val_iou": score, "epoch": 1})
+    tune.report({"val_iou": score, "val_iou_best": score, "epoch": 1})
 
 
 def run(quick: bool = False, trials: int = 200, concurrency: int = 2) -> dict:

@@ -1,9 +1,10 @@
 """The Ray Tune trainable: a plain function that trains one config and reports every epoch.
 
 It calls the same `models.train.train` as `nuclei-search train`. Each epoch it reports
-`val_iou` (plus losses, `val_dice`, `val_map`) with a checkpoint holding the model and
-the training state, so ASHA can stop it, the best checkpoint can be found later, and a
-restored search continues the trial from its last epoch instead of starting over.
+`val_iou` (plus losses, `val_dice`, `val_map`) and `val_iou_best`, the best `val_iou` of
+the trial so far, with a checkpoint holding the model and the training state, so ASHA can
+stop it, the best checkpoint can be found later, and a restored search continues the
+trial from its last epoch instead of starting over.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
         def report(epoch: int, row: dict, model, state) -> None:
             metrics = dict(row)
             metrics.update(
-                {"node_id": node_id, "cuda_visible_devices": placement["cuda_visible_devices"],
+                {"val_iou_best": float(state.best["val_iou"]),  # what the scheduler and the searcher rank
+                 "node_id": node_id, "cuda_visible_devices": placement["cuda_visible_devices"],
                  "backbone_resolved": trial_config.backbone}
             )
             with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as folder:

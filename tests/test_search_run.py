@@ -10,6 +10,7 @@ import math
 import os
 
 import optuna
+import pytest
 
 from nuclei_search.cli import main
 from search.experiment import SearchOptions
@@ -28,13 +29,16 @@ def test_optuna_asha_search_completes_with_results(local_ray, tmp_path):
 
     trials = trial_dirs(experiment)
     assert len(trials) == 4
-    iterations = []
+    iterations, best_of_trial = [], []
     for trial in trials:
         rows = trial_results(trial)
         assert rows, f"{trial.name} reported nothing"
-        for row in rows:
+        for k, row in enumerate(rows):
             assert 0.0 <= row["val_iou"] <= 1.0 and "val_dice" in row and "val_map" in row
+            # what ASHA and Optuna rank by: the trial's best val_iou so far
+            assert row["val_iou_best"] == max(r["val_iou"] for r in rows[: k + 1])
         iterations.append(rows[-1]["training_iteration"])
+        best_of_trial.append(rows[-1]["val_iou_best"])
         # a checkpoint holding the model and the training state
         checkpoints = sorted(trial.glob("checkpoint_*"))
         assert checkpoints and (checkpoints[-1] / "model.keras").is_file()
@@ -46,6 +50,8 @@ def test_optuna_asha_search_completes_with_results(local_ray, tmp_path):
     study = optuna.load_study(study_name="quick4", storage=f"sqlite:///{experiment / 'optuna.db'}")
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(finished) == 4
+    # each study trial's value is its Ray trial's best epoch, not the epoch it stopped at
+    assert sorted(t.value for t in finished) == pytest.approx(sorted(best_of_trial))
     assert {"learning_rate", "dropout", "loss"} <= set(study.trials[0].params)
     assert (experiment / "space.yaml").is_file() and (experiment / "nuclei_search.json").is_file()
 
