@@ -48,7 +48,7 @@ def plot_iou_over_time(experiment, path) -> None:
     ax.set_ylabel("best validation foreground IoU of the trial")
     ax.set_title(f"{experiment.name}: validation IoU by trial over time")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center left", fontsize=8)  # the lower corners hold the first and last trials
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -46,7 +46,8 @@ def _checkpoint_index(folder: Path) -> int | None:
 
 
 def complete_checkpoint(folder: Path) -> dict | None:
-    """The reported metric row of a checkpoint folder, or None if it is incomplete
+    """The reported metric row of a checkpoint folder (with the trial's best val_iou so far,
+    as the trainable reports it), or None if it is incomplete
     (a copy cut short by the kill: unreadable state or a truncated model archive)."""
     try:
         state = json.loads((folder / STATE_FILE).read_text())
@@ -56,7 +57,12 @@ def complete_checkpoint(folder: Path) -> dict | None:
     except (OSError, ValueError, zipfile.BadZipFile):
         return None
     history = state.get("history") or []
-    return dict(history[-1]) if history else None
+    if not history:
+        return None
+    from search.runner import RANK_METRIC
+
+    best = (state.get("best") or {}).get("val_iou")
+    return {**history[-1], **({RANK_METRIC: float(best)} if best is not None else {})}
 
 
 def surviving_checkpoint(trial_dir: Path, after: int) -> tuple[Path, int, dict] | None:

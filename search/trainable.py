@@ -19,6 +19,8 @@ from pathlib import Path
 
 from ray import tune
 
+from search.runner import RANK_METRIC
+
 log = logging.getLogger(__name__)
 
 STARTS_FILE = "trial_starts.jsonl"  # one line per (re)start of the trial's training
@@ -111,7 +113,7 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
         def report(epoch: int, row: dict, model, state) -> None:
             metrics = dict(row)
             metrics.update(
-                {"val_iou_best": float(state.best["val_iou"]),  # what the scheduler and the searcher rank
+                {RANK_METRIC: float(state.best["val_iou"]),  # what the scheduler and the searcher rank
                  "node_id": node_id, "cuda_visible_devices": placement["cuda_visible_devices"],
                  "backbone_resolved": trial_config.backbone}
             )

@@ -11,8 +11,9 @@ from search.checkpoint_repair import complete_checkpoint, surviving_checkpoint
 
 def _checkpoint(folder, epoch, truncate=False):
     folder.mkdir(parents=True)
-    history = [{"epoch": e, "val_iou": e / 10} for e in range(1, epoch + 1)]
-    (folder / STATE_FILE).write_text(json.dumps({"epoch": epoch, "history": history, "best": history[-1]}))
+    history = [{"epoch": e, "val_iou": (e % 3 + 1) / 10} for e in range(1, epoch + 1)]  # 0.2, 0.3, 0.1, ...
+    best = max(history, key=lambda row: row["val_iou"])
+    (folder / STATE_FILE).write_text(json.dumps({"epoch": epoch, "history": history, "best": best}))
     with zipfile.ZipFile(folder / MODEL_FILE, "w") as archive:
         archive.writestr("config.json", json.dumps({"epoch": epoch}) * 200)
         archive.writestr("model.weights.h5", bytes(range(256)) * 64)
@@ -31,6 +32,7 @@ def test_newest_complete_checkpoint_after_the_recorded_one(tmp_path):
     assert complete_checkpoint(trial / "checkpoint_000003") is None
     assert complete_checkpoint(trial / "checkpoint_000004") is None
     folder, index, row = surviving_checkpoint(trial, after=1)
-    assert (folder.name, index, row) == ("checkpoint_000002", 2, {"epoch": 3, "val_iou": 0.3})
+    # the row the trainable reported with it: the epoch's metrics and the trial's best so far
+    assert (folder.name, index, row) == ("checkpoint_000002", 2, {"epoch": 3, "val_iou": 0.1, "val_iou_best": 0.3})
     # only checkpoints newer than the one the state named count
     assert surviving_checkpoint(trial, after=2) is None
