@@ -33,9 +33,11 @@ SLEEP_S = 1.0
 def sleep_trial(config: dict, space_source: str | None = None, space_text: str | None = None) -> None:
     from ray import tune
 
+    from search.runner import RANK_METRIC
+
     time.sleep(SLEEP_S)
     score = 1.0 - abs(float(config.get("learning_rate", config.get("x", 0.5))) - 0.002) * 100
-    tune.report({"val_iou": score, "val_iou_best": score, "epoch": 1})
+    tune.report({"val_iou": score, RANK_METRIC: score, "epoch": 1})
 
 
 def run(quick: bool = False, trials: int = 200, concurrency: int = 2) -> dict:

@@ -17,8 +17,9 @@ It is a baseline, not a target: `met` only says the run produced a finite figure
 `NUCLEI_SEARCH_SEED_BUDGET_S=SECONDS` (or `run(budget_seconds=...)`) trains epoch by
 epoch instead, for as many epochs as fit in that many seconds of training, so the recipe
 gets the same budget as the search's winner; `NUCLEI_SEARCH_SEED_EPOCHS=N` trains N epochs
-instead of 20 (the same number of 128×128 samples and steps as a search trial of N epochs). Pixel accuracy, the notebook's metric, is
-reported next to that of an all-background prediction to show how little it says.
+instead of 20 (the same number of 128×128 samples and steps as a search trial of N epochs).
+Pixel accuracy, the notebook's metric, is reported next to that of an all-background
+prediction to show how little it says.
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ METRIC, MODE = "val_iou", "max"
 #: what ASHA and Optuna rank trials by: the best val_iou of the trial so far. Whole-image
 #: validation IoU swings by up to 0.1 from one epoch to the next early in training (high
 #: learning rate, from-scratch BatchNorm statistics), so ranking by the epoch that happens
-#: to fall on a rung stopped trials whose best epoch beat the survivors' (the published
-#: search, BENCHMARKS.md); the running best is monotone, and it is what export keeps.
+#: to fall on a rung stopped a trial whose best epoch beat the survivors' best (the
+#: published search, BENCHMARKS.md); the running best is monotone, and it is what export keeps.
 RANK_METRIC = "val_iou_best"
 #: the schedulers' clock: the trained epoch each report is about (reports may skip epochs
 #: with `validation_freq` > 1, so not Ray's `training_iteration`)

@@ -91,9 +91,9 @@ def run_cmd(args: argparse.Namespace) -> int:
             name=name, space=args.space or quick_space(), num_samples=args.num_samples,
             max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, searcher=args.searcher, scheduler=args.scheduler,
-            max_epochs=args.max_epochs, grace_period=args.grace_period, data=args.data, storage=args.storage, address=args.address,
-            seed=args.seed, engine=args.engine, kt_tuner=args.kt_tuner, max_failures=args.max_failures,
-            cache_dir=args.cache_dir, reuse_actors=args.reuse_actors,
+            max_epochs=args.max_epochs, grace_period=args.grace_period, data=args.data, storage=args.storage,
+            address=args.address, seed=args.seed, engine=args.engine, kt_tuner=args.kt_tuner,
+            max_failures=args.max_failures, cache_dir=args.cache_dir, reuse_actors=args.reuse_actors,
         )
         summary = run_search(options, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(summary)
