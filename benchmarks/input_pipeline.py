@@ -48,7 +48,8 @@ def run(quick: bool = False, rounds: int = 5) -> dict:
         images.append(x.numpy())
         targets.append(y.numpy())
     memory = (tf.data.Dataset.from_tensor_slices((np.concatenate(images), np.concatenate(targets)))
-              .batch(config.batch_size, drop_remainder=True).repeat())
+              .batch(config.batch_size, drop_remainder=True).repeat()
+              .with_options(real.options()))  # the same tf.data threading and autotune settings
     model = build_unet(config)
     compile_model(model, config, config.learning_rate, decay_steps=10 * steps)
     model.fit(memory, steps_per_epoch=2, epochs=1, verbose=0)  # build and trace once

@@ -57,7 +57,7 @@ class SearchOptions:
     kt_tuner: str = "hyperband"
     max_failures: int = 1
     cache_dir: str | None = None
-    reuse_actors: bool = False
+    reuse_actors: bool = True
 
     def validate(self) -> "SearchOptions":
         if not NAME_PATTERN.match(self.name):

@@ -47,6 +47,17 @@ def test_shapes_ranges_and_determinism_per_policy(prepared, policy):
     assert not np.array_equal(first[0][0], other[0][0])
 
 
+def test_a_ray_trial_pipeline_has_fixed_threads_and_no_autotune_thread(prepared):
+    """With the trial's CPUs known (a Ray trial), parallelism is fixed and autotune is off: its
+    model thread made freeing the iterator wait seconds, which idled a reused worker's slot."""
+    ids = prepared.ids[:6]
+    pinned = make_train_dataset(prepared, ids, config(), cpus=1).options()
+    assert pinned.threading.private_threadpool_size == 1 and pinned.threading.max_intra_op_parallelism == 1
+    assert pinned.autotune.enabled is False
+    free = make_train_dataset(prepared, ids, config()).options()  # no CPU count: tf.data tunes itself
+    assert free.autotune.enabled is not False and free.threading.private_threadpool_size is None
+
+
 def test_semantic_only_and_epochs_reshuffle(prepared):
     cfg = config(augment="none", boundary_channel=False, crops_per_image=2)
     ids = prepared.ids[:4]

@@ -56,10 +56,10 @@ def test_optuna_asha_search_completes_with_results(local_ray, tmp_path):
     assert (experiment / "space.yaml").is_file() and (experiment / "nuclei_search.json").is_file()
 
 
-def test_reuse_actors_runs_trial_after_trial_in_one_worker_process(local_ray, tmp_path):
+def test_by_default_trial_after_trial_runs_in_one_worker_process(local_ray, tmp_path):
     space = write_space(tmp_path, epochs=2)
     options = SearchOptions(name="reused", space=str(space), num_samples=3, max_concurrent=1,
-                            storage=str(tmp_path / "exp"), seed=3, reuse_actors=True, scheduler="none")
+                            storage=str(tmp_path / "exp"), seed=3, scheduler="none")  # reuse_actors: the default
     summary = run_search(options, progress=False)
     assert summary.terminated == 3 and summary.errored == 0
     trials = trial_dirs(summary.experiment)

@@ -45,9 +45,9 @@ def register(sub) -> None:
     p.add_argument("--kt-tuner", choices=KT_TUNERS, default="hyperband", help="KerasTuner algorithm (engine keras-tuner)")
     p.add_argument("--max-failures", type=int, default=1, metavar="N", help="retries of a failed trial (default 1)")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="prepared-data cache folder")
-    p.add_argument("--reuse-actors", action=argparse.BooleanOptionalAction, default=False,
-                   help="run trial after trial in the same Ray worker process (Ray's reuse_actors); "
-                        "default: a fresh process per trial")
+    p.add_argument("--reuse-actors", action=argparse.BooleanOptionalAction, default=True,
+                   help="run trial after trial in the same Ray worker process (Ray's reuse_actors; "
+                        "the default); --no-reuse-actors: a fresh process per trial")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment of this name")
     p.add_argument("--resume", action="store_true", help="continue the existing experiment of this name")
     p.add_argument("--quiet", action="store_true", help="no progress table")

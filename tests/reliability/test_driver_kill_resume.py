@@ -87,12 +87,12 @@ def test_kill_9_at_three_moments_then_resume_loses_and_reruns_nothing(tmp_path):
     _kill_when(_start(resume, log), experiment, lambda started, finished: finished > before,
                "just after a trial finished")
     # 3. while several trials run
-    finished_rows = {t.name: trial_results(t) for t in trial_dirs(experiment)
-                     if trial_results(t) and trial_results(t)[-1]["training_iteration"] >= EPOCHS}
+    finished_rows = {t.name: rows for t in trial_dirs(experiment)
+                     if (rows := trial_results(t)) and rows[-1]["training_iteration"] >= EPOCHS}
 
     def several_running(started, finished):
-        running = [t for t in trial_dirs(experiment)
-                   if trial_results(t) and trial_results(t)[-1]["training_iteration"] < EPOCHS]
+        running = [t for t in trial_dirs(experiment)  # read each file once: Ray may rewrite it meanwhile
+                   if (rows := trial_results(t)) and rows[-1]["training_iteration"] < EPOCHS]
         return len(running) >= 2
 
     proc = _start(resume, log)
