@@ -112,15 +112,10 @@ def _epoch_budget(budget: int):
     return EpochBudget()
 
 
-def _curve(name: str, storage: str) -> list[float]:
-    from results.trials import load_experiment
-
-    return anytime_curve(load_experiment(name, storage=storage).trials)
-
-
 def search(method: str, seed: int, budget: int, data: str, storage: str) -> list[float]:
     """The method's anytime curve; an experiment already in `storage` is read, not run again
-    (one cut short, with no FINISHED_FILE and less than the budget, is resumed)."""
+    (one without FINISHED_FILE, cut short, is resumed)."""
+    from results.trials import load_experiment
     from search.experiment import EXPERIMENT_FILE, SearchOptions
     from search.runner import resume_search, run_search
 
@@ -132,16 +127,17 @@ def search(method: str, seed: int, budget: int, data: str, storage: str) -> list
                             **METHODS[method], **grace)
     experiment = Path(storage) / options.name
     finished = experiment / FINISHED_FILE
-    if finished.is_file() or (experiment / EXPERIMENT_FILE).is_file() and len(_curve(options.name, storage)) >= budget:
+    if finished.is_file():
         log.info("%s seed %d: reading the finished experiment in %s", method, seed, storage)
     elif (experiment / EXPERIMENT_FILE).is_file():
-        # cut short: Ray restores its stopper as pickled at the start (empty), so a resumed search may
-        # overshoot the budget; the curve is cut at the budget, so the figure is unchanged
+        # cut short (or ended before it was marked: resuming it returns at once). Ray restores its
+        # stopper as pickled at the start (empty), so a resumed search may overshoot the budget;
+        # the curve is cut at the budget, so the figure is unchanged
         log.info("%s seed %d: resuming the search cut short in %s", method, seed, storage)
         resume_search(options.name, storage=storage, progress=False)
     else:
         run_search(options, progress=False, stop=_epoch_budget(budget) if options.engine == "ray" else None)
-    curve = _curve(options.name, storage)
+    curve = anytime_curve(load_experiment(options.name, storage=storage).trials)
     finished.write_text(json.dumps({"trial_epochs": len(curve)}))
     log.info("%s seed %d: %d trial-epochs, best %.4f", method, seed, len(curve), curve[-1] if curve else float("nan"))
     return curve
