@@ -12,7 +12,12 @@ Augmentation policies (`config.augment`), applied identically to image and targe
 * ``flip``   — + horizontal/vertical flips and 90° rotations;
 * ``light``  — flip + brightness (±0.1) and contrast (×0.8-1.25) jitter, image only;
 * ``strong`` — light + scale 0.7-1.4 (crop S·s, resize to S: bilinear image, nearest
-  target) + mild gaussian noise (σ ≤ 0.03), image only.
+  target) + mild gaussian noise (σ ≤ 0.03), image only;
+* ``stain``  — light + stain/colour jitter for images unlike most of stage1_train
+  (colour histology, brightfield): inversion (p 0.3: bright-on-dark fluorescence
+  becomes dark-on-light), a per-channel tint (gain ×0.7-1.3, offset ±0.1), hue
+  (±0.08) and saturation (×0.5-1.5) jitter, grayscale (p 0.2), image only;
+* ``strong_stain`` — strong + the stain jitter.
 
 Targets stay binary {0, 1}. TensorFlow is imported only by the tf functions.
 """
@@ -24,11 +29,17 @@ import numpy as np
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.8
-POLICIES = ("none", "flip", "light", "strong")
+POLICIES = ("none", "flip", "light", "strong", "stain", "strong_stain")
 SCALE_RANGE = (0.7, 1.4)
 BRIGHTNESS = 0.1
 CONTRAST = (0.8, 1.25)
 NOISE_SIGMA = 0.03
+INVERT_P = 0.3
+GRAYSCALE_P = 0.2
+TINT_GAIN = (0.7, 1.3)
+TINT_OFFSET = 0.1
+HUE_DELTA = 0.08
+SATURATION = (0.5, 1.5)
 
 
 def _check_policy(policy: str) -> None:
@@ -85,7 +96,7 @@ def normalize_image_tf(image):
 def crop_scale_range(policy: str) -> tuple[float, float]:
     """Range of the crop side relative to the output size (1, 1) unless `strong`."""
     _check_policy(policy)
-    return SCALE_RANGE if policy == "strong" else (1.0, 1.0)
+    return SCALE_RANGE if policy in ("strong", "strong_stain") else (1.0, 1.0)
 
 
 def augment_pair(image, target, seed, policy: str):
@@ -107,12 +118,31 @@ def augment_pair(image, target, seed, policy: str):
     k = tf.random.stateless_uniform([], seeds[2], minval=0, maxval=4, dtype=tf.int32)
     both = tf.image.rot90(both, k)
     image, target = both[..., :channels], both[..., channels:]
-    if policy in ("light", "strong"):
+    if policy in ("stain", "strong_stain"):
+        image = stain_jitter(image, tf.random.experimental.stateless_fold_in(seeds[5], 1))
+    if policy != "flip":
         delta = tf.random.stateless_uniform([], seeds[3], -BRIGHTNESS, BRIGHTNESS)
         factor = tf.exp(tf.random.stateless_uniform([], seeds[4], float(np.log(CONTRAST[0])), float(np.log(CONTRAST[1]))))
         image = tf.clip_by_value((image - 0.5) * factor + 0.5 + delta, 0.0, 1.0)
-    if policy == "strong":
+    if policy in ("strong", "strong_stain"):
         noise_seeds = tf.random.experimental.stateless_split(seeds[5], num=2)
         sigma = tf.random.stateless_uniform([], noise_seeds[0], 0.0, NOISE_SIGMA)
         image = tf.clip_by_value(image + sigma * tf.random.stateless_normal(tf.shape(image), noise_seeds[1]), 0.0, 1.0)
     return image, target
+
+
+def stain_jitter(image, seed):
+    """Colour/stain jitter of a float32 SxSx3 image in [0, 1] (the `stain` policies)."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
+    invert = tf.random.stateless_uniform([], seeds[0]) < INVERT_P
+    image = tf.where(invert, 1.0 - image, image)
+    gain = tf.random.stateless_uniform([1, 1, 3], seeds[1], TINT_GAIN[0], TINT_GAIN[1])
+    offset = tf.random.stateless_uniform([1, 1, 3], seeds[2], -TINT_OFFSET, TINT_OFFSET)
+    image = tf.clip_by_value(image * gain + offset, 0.0, 1.0)
+    image = tf.image.stateless_random_hue(image, HUE_DELTA, seeds[3])
+    image = tf.clip_by_value(tf.image.stateless_random_saturation(image, SATURATION[0], SATURATION[1], seeds[4]),
+                             0.0, 1.0)
+    gray = tf.random.stateless_uniform([], seeds[5]) < GRAYSCALE_P
+    return tf.where(gray, tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image)), image)

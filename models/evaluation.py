@@ -16,6 +16,9 @@ from models.metrics import kaggle_ap
 from models.postprocess import instances_from_prediction
 
 
+TYPE_METRICS = ("iou", "dice", "map")  # scored by image type as well
+
+
 @dataclass
 class EvaluationResult:
     iou: float  # intersection over union of all nucleus pixels of the set
@@ -23,14 +26,22 @@ class EvaluationResult:
     map: float  # Kaggle mAP@[0.5:0.95:0.05], mean over images
     iou_per_image: float  # mean of the per-image foreground IoU
     per_image: list[dict] = field(default_factory=list)
+    #: image type (fluorescence / brightfield / histology) -> {"iou", "dice", "map", "n"}, when types are known
+    by_type: dict[str, dict] = field(default_factory=dict)
 
     def as_metrics(self, prefix: str = "val_") -> dict[str, float]:
-        return {
+        """Flat metrics: `val_iou`, `val_dice`, `val_map`, `val_iou_per_image`, and per image type
+        `val_iou_<type>`, `val_dice_<type>`, `val_map_<type>` (so a search cannot win on one type alone)."""
+        metrics = {
             f"{prefix}iou": self.iou,
             f"{prefix}dice": self.dice,
             f"{prefix}map": self.map,
             f"{prefix}iou_per_image": self.iou_per_image,
         }
+        for kind, scores in sorted(self.by_type.items()):
+            for name in TYPE_METRICS:
+                metrics[f"{prefix}{name}_{kind}"] = scores[name]
+        return metrics
 
 
 def _safe_ratio(num: float, den: float) -> float:
@@ -44,10 +55,16 @@ def score_predictions(
     instance_method: str = "watershed",
     ids: Sequence[str] | None = None,
     with_map: bool = True,
+    types: Sequence[str] | None = None,
+    postprocess: dict | None = None,
 ) -> EvaluationResult:
-    """Score probability maps (HxWxC, channel 0 = nucleus, 1 = boundary) against label maps."""
+    """Score probability maps (HxWxC, channel 0 = nucleus, 1 = boundary) against label maps.
+
+    `types` (one image type per map) adds scores by image type; `postprocess` holds extra
+    keyword arguments of `instances_from_prediction` (min_size, h, boundary_threshold)."""
     inter_sum = union_sum = pred_sum = true_sum = 0
     rows = []
+    sums: dict[str, list[int]] = {}
     for k, (prob, lab) in enumerate(zip(probs, labels)):
         pred = prob[..., 0] > threshold
         true = lab > 0
@@ -56,6 +73,10 @@ def score_predictions(
         n_pred, n_true = int(np.count_nonzero(pred)), int(np.count_nonzero(true))
         inter_sum, union_sum = inter_sum + inter, union_sum + union
         pred_sum, true_sum = pred_sum + n_pred, true_sum + n_true
+        if types is not None:
+            acc = sums.setdefault(types[k], [0, 0, 0, 0])
+            for j, value in enumerate((inter, union, n_pred, n_true)):
+                acc[j] += value
         row = {
             "id": ids[k] if ids is not None else str(k),
             "iou": _safe_ratio(inter, union),
@@ -64,18 +85,27 @@ def score_predictions(
         if with_map:
             boundary = prob[..., 1] if prob.shape[-1] > 1 else None
             instances = instances_from_prediction(
-                prob[..., 0], threshold=threshold, boundary=boundary, method=instance_method
+                prob[..., 0], threshold=threshold, boundary=boundary, method=instance_method, **(postprocess or {})
             )
             row["map"] = float(kaggle_ap(lab, instances))
             row["n_true"] = int(lab.max()) if lab.size else 0
             row["n_pred"] = int(instances.max()) if instances.size else 0
+        if types is not None:
+            row["type"] = types[k]
         rows.append(row)
+    by_type = {}
+    for kind, (inter, union, n_pred, n_true) in sums.items():
+        maps = [r["map"] for r in rows if r.get("type") == kind and "map" in r]
+        by_type[kind] = {"iou": _safe_ratio(inter, union), "dice": _safe_ratio(2 * inter, n_pred + n_true),
+                         "map": float(np.mean(maps)) if maps else float("nan"),
+                         "n": sum(1 for r in rows if r.get("type") == kind)}
     return EvaluationResult(
         iou=_safe_ratio(inter_sum, union_sum),
         dice=_safe_ratio(2 * inter_sum, pred_sum + true_sum),
         map=float(np.mean([r["map"] for r in rows])) if with_map and rows else float("nan"),
         iou_per_image=float(np.mean([r["iou"] for r in rows])) if rows else float("nan"),
         per_image=rows,
+        by_type=by_type,
     )
 
 
@@ -88,7 +118,9 @@ def evaluate_model(
     instance_method: str = "watershed",
     ids: Sequence[str] | None = None,
     tile: int | None = None,
+    types: Sequence[str] | None = None,
+    postprocess: dict | None = None,
 ) -> EvaluationResult:
     """Predict whole normalised images (no resizing) and score them."""
     probs = predict_images(model, images, multiple=multiple, tile=tile)
-    return score_predictions(probs, labels, threshold, instance_method, ids)
+    return score_predictions(probs, labels, threshold, instance_method, ids, types=types, postprocess=postprocess)

@@ -12,6 +12,7 @@ labels renumbered 1..n.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -24,6 +25,48 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("watershed", "cc")
 _STRUCTURE = ndi.generate_binary_structure(2, 1)  # 4-connectivity
+
+
+@dataclass(frozen=True)
+class Postprocess:
+    """How a probability map becomes a mask and instances (the defaults are the training-time ones).
+
+    Stored in an export's model card when chosen on validation (models.postprocess_choice);
+    `predict` and `evaluate` use it unless flags override it.
+    """
+
+    threshold: float = 0.5  # nucleus probability above which a pixel is foreground
+    min_size: int = 10  # smaller objects are dropped
+    h: float = 2.0  # watershed without contour channel: minimum height of a distance maximum
+    boundary_threshold: float | None = None  # contour channel threshold (None: `threshold`)
+
+    def instance_kwargs(self) -> dict:
+        """Keyword arguments of `instances_from_prediction` besides the threshold and method."""
+        return {"min_size": self.min_size, "h": self.h, "boundary_threshold": self.boundary_threshold}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict | None, **overrides) -> "Postprocess":
+        """From a model card's `postprocess` section (unknown keys ignored); `overrides` that are not None win."""
+        known = {k: v for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
+        known.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            out = cls(threshold=float(known.get("threshold", cls.threshold)),
+                      min_size=int(known.get("min_size", cls.min_size)),
+                      h=float(known.get("h", cls.h)),
+                      boundary_threshold=(None if known.get("boundary_threshold") is None
+                                          else float(known["boundary_threshold"])))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"postprocessing settings {known} are not valid ({exc})") from None
+        for name in ("threshold", "boundary_threshold"):
+            value = getattr(out, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ConfigError(f"postprocessing {name} must be in (0, 1) (got {value})")
+        if out.min_size < 0 or out.h <= 0:
+            raise ConfigError(f"postprocessing needs min_size >= 0 and h > 0 (got {out.min_size}, {out.h})")
+        return out
 
 
 def _split_channels(prob: np.ndarray, boundary: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -79,6 +79,7 @@ class TrainResult:
             "val_dice": best.get("val_dice"),
             "val_map": best.get("val_map"),
             "val_iou_per_image": best.get("val_iou_per_image"),
+            "by_type": type_metrics(best),
             "best_epoch": best.get("epoch"),
             "epochs": self.epochs_run,
             "seconds": round(self.seconds, 2),
@@ -87,6 +88,15 @@ class TrainResult:
             "data_fingerprint": self.data_fingerprint,
             "config": self.config.to_dict(),
         }
+
+
+def type_metrics(row: dict) -> dict:
+    """The per-image-type validation metrics of a metrics row (`val_iou_histology`, ...)."""
+    from data_pipeline.preprocess import IMAGE_TYPES
+    from models.evaluation import TYPE_METRICS
+
+    names = {f"val_{m}_{t}" for m in TYPE_METRICS for t in IMAGE_TYPES}
+    return {k: v for k, v in row.items() if k in names}
 
 
 def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps: int) -> None:
@@ -180,6 +190,7 @@ def train(
     val = val_arrays(prepared, val_ids)
     val_images = [image for image, _ in val]
     val_labels = [labels for _, labels in val]
+    val_types = [prepared.types.get(i, "unknown") for i in val_ids]
     multiple = pad_multiple(config)
 
     if resume_from is not None:
@@ -209,7 +220,7 @@ def train(
                 return
             result = evaluate_model(
                 self.model, val_images, val_labels, multiple=multiple,
-                threshold=config.threshold, instance_method=config.instance_method,
+                threshold=config.threshold, instance_method=config.instance_method, types=val_types,
             )
             logs.update(result.as_metrics())
             row.update({k: float(v) for k, v in logs.items()})

@@ -30,7 +30,7 @@ BACKBONES = (
     "efficientnetb3",
 )
 LOSSES = ("bce", "dice", "bce_dice", "focal")
-AUGMENT_POLICIES = ("none", "flip", "light", "strong")
+AUGMENT_POLICIES = ("none", "flip", "light", "strong", "stain", "strong_stain")
 INSTANCE_METHODS = ("cc", "watershed")
 LR_SCHEDULES = ("constant", "cosine")
 

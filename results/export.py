@@ -1,6 +1,7 @@
-"""Export a trial's best checkpoint as a servable model folder with a model card.
+"""Export a trial's best checkpoint, or an ensemble of the best, as a servable model folder.
 
-`export_trial(ref, out)` writes
+`export_trial(ref, out)` (one trial) and `export_ensemble(ref, out, size)` (several,
+averaged inside one model: models.ensemble, members chosen by results.ensemble) write
 
 * ``model.keras`` — the best epoch's model without optimizer state; loads with
   ``keras.models.load_model(path, safe_mode=True, compile=False)`` once ``models`` is
@@ -13,6 +14,10 @@
 By default the export is checked: the reloaded ``model.keras`` is evaluated on the
 trial's own validation split (same data, same split seed, same scoring code as
 training) and must reproduce the leaderboard val_iou within 0.001.
+
+The postprocessing (threshold, smallest nucleus, watershed markers) is then chosen on the
+validation predictions (models.postprocess_choice) and stored in the card's
+``postprocess`` section, which `predict` and `evaluate` use.
 
 ``retrain_full=True`` instead trains the winning config from scratch on train+val for
 the winning epoch count (same recipe, learning-rate schedule and freeze phases as the
@@ -31,6 +36,11 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
+from models.evaluation import score_predictions
+from models.postprocess import Postprocess
+from models.train import type_metrics
 from nuclei_search.config import TrialConfig
 from nuclei_search.outputs import prepare_output_dir
 from nuclei_search.errors import ConfigError, ExperimentError, NucleiSearchError
@@ -86,35 +96,18 @@ def select_trial(experiment: Experiment, trial_id: str | None = None) -> TrialRe
     return trial
 
 
-def validation_arrays(config: TrialConfig) -> list:
-    """[(normalised image, labels)] of the trial's validation split, exactly as training saw them."""
-    from data_pipeline.loader import val_arrays
-    from models.train import load_data
-
-    prepared, _, val_ids = load_data(config)
-    return val_arrays(prepared, val_ids)
-
-
-def evaluate_on_split(model, config: TrialConfig, val: list) -> dict:
-    """val_* metrics of `model` on validation arrays, scored like models.train does every epoch."""
-    from models.evaluation import evaluate_model
-    from models.unet import pad_multiple
-
-    result = evaluate_model(model, [i for i, _ in val], [lab for _, lab in val], multiple=pad_multiple(config),
-                            threshold=config.threshold, instance_method=config.instance_method)
-    return result.as_metrics()
-
-
-def input_spec(config: TrialConfig) -> dict:
+def input_spec(config: TrialConfig, stride: int | None = None) -> dict:
+    """The input contract; `stride` overrides the U-Net's (an ensemble pads inside: 1)."""
     from data_pipeline.augment import HIGH_PERCENTILE, LOW_PERCENTILE
     from models.unet import pad_multiple
 
+    multiple = pad_multiple(config) if stride is None else int(stride)
     return {
         "name": "image",
         "dtype": "float32",
         "shape": [None, None, None, 3],
         "layout": "NHWC, RGB",
-        "stride_multiple": pad_multiple(config),
+        "stride_multiple": multiple,
         "preprocessing": (
             "decode to uint8 RGB (grayscale repeated, alpha dropped, 16-bit scaled to 8-bit); then per image: "
             f"low, high = the {LOW_PERCENTILE} and {HIGH_PERCENTILE} percentiles of all uint8 values; "
@@ -123,23 +116,26 @@ def input_spec(config: TrialConfig) -> dict:
         ),
         "normalisation": {"function": "data_pipeline.augment.normalize_image",
                           "low_percentile": LOW_PERCENTILE, "high_percentile": HIGH_PERCENTILE},
-        "padding": (f"images of any size: reflect-pad bottom/right to a multiple of {pad_multiple(config)}, "
+        "padding": (f"images of any size: reflect-pad bottom/right to a multiple of {multiple}, "
                     "predict, crop back (models.inference.predict_images); never resized; very large images "
                     "may be predicted in overlapping blended tiles (models.inference.predict_tiled)"),
     }
 
 
-def output_spec(config: TrialConfig) -> dict:
+def output_spec(config: TrialConfig, postprocess: Postprocess | None = None) -> dict:
+    post = postprocess or Postprocess(threshold=config.threshold)
     channels = ["nucleus"] + (["boundary"] if config.boundary_channel else [])
     return {
         "dtype": "float32",
         "shape": [None, None, None, len(channels)],
         "channels": channels,
         "activation": "sigmoid (per-pixel probability)",
-        "threshold": config.threshold,
+        "threshold": post.threshold,
         "instance_method": config.instance_method,
-        "postprocess": ("models.postprocess.instances_from_prediction(prob, threshold, method=instance_method, "
-                        "min_size=10, h=2.0); the boundary channel, when present, seeds the watershed"),
+        "postprocess": (f"models.postprocess.instances_from_prediction(prob, threshold={post.threshold}, "
+                        f"method=instance_method, min_size={post.min_size}, h={post.h}, "
+                        f"boundary_threshold={post.boundary_threshold}); the boundary channel, when present, "
+                        "seeds the watershed; the card's `postprocess` section says how these were chosen"),
     }
 
 
@@ -193,10 +189,14 @@ def export_trial(
     retrain: bool = False,
     verify: bool = True,
     saved_model: bool = True,
+    postprocess: bool = True,
     cpus: int | None = None,
     progress: bool = False,
 ) -> ExportResult:
-    """Export the best (or `trial_id`'s) best-epoch checkpoint of experiment `ref` into `out`."""
+    """Export the best (or `trial_id`'s) best-epoch checkpoint of experiment `ref` into `out`.
+
+    With `postprocess` (and the validation split at hand, not `retrain`), the
+    postprocessing is chosen on the validation split and stored in the card."""
     from models.runtime import configure_tensorflow
     from models.train import load_data
     from models.unet import load_unet
@@ -229,67 +229,232 @@ def export_trial(
         training = {"retrained_full": False, "images": len(train_ids) if prepared is not None else None,
                     "epochs": int(trial.best_epoch),
                     "data": "train split", "checkpoint": str(trial.best_checkpoint)}
-    model.save(out / MODEL_FILE)  # not compiled: no optimizer state in the file
-    files = [MODEL_FILE]
-    if saved_model:
-        model.export(str(out / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
-        files.append(SAVED_MODEL_DIR + "/")
+    files = save_model_files(model, out, saved_model)
 
-    verification = None
-    if verify and not retrain:
+    verification, post_section, chosen = None, None, None
+    if prepared is not None and not retrain and (verify or postprocess):
         from data_pipeline.loader import val_arrays
+        from models.inference import predict_images
+        from models.unet import pad_multiple
 
+        val = val_arrays(prepared, val_ids)
         reloaded = load_exported_model(out)
-        metrics = evaluate_on_split(reloaded, config, val_arrays(prepared, val_ids))
-        diff = abs(float(metrics["val_iou"]) - float(best["val_iou"]))
-        verification = {"val_iou": metrics["val_iou"], "val_dice": metrics["val_dice"], "val_map": metrics["val_map"],
-                        "leaderboard_val_iou": float(best["val_iou"]), "abs_diff": diff,
-                        "tolerance": TOLERANCE, "ok": diff <= TOLERANCE}
-        if diff > TOLERANCE:
-            log.warning("exported model scores val_iou %.5f on the validation split, the leaderboard says %.5f",
-                        metrics["val_iou"], best["val_iou"])
+        probs = predict_images(reloaded, [i for i, _ in val], multiple=pad_multiple(config))
+        labels = [lab for _, lab in val]
+        types = [prepared.types.get(i, "unknown") for i in val_ids]
+        if verify:
+            verification = verify_scores(probs, labels, config, float(best["val_iou"]), types)
+        if postprocess:
+            chosen, post_section = choose_for_card(probs, labels, types, config)
 
     card = {
-        "card_version": CARD_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "experiment": experiment.name,
-        "experiment_path": str(experiment.path),
-        "engine": experiment.engine,
+        **card_header(experiment),
         "trial_id": trial.trial_id,
         "selected_by": "--trial" if trial_id else "best val_iou of the experiment",
         "config": config.to_dict(),
-        "data": {
-            "source": config.data,
-            "fingerprint": prepared.fingerprint if prepared is not None else None,
-            "split_seed": config.split_seed,
-            "val_fraction": config.val_fraction,
-            "n_train": len(train_ids) if prepared is not None else None,
-            "n_val": len(val_ids) if prepared is not None else None,
-            "val_ids": list(val_ids),
-        },
+        "data": data_section(config, prepared, train_ids, val_ids),
         "metrics": {
             "split": "validation",
             "val_iou": best.get("val_iou"),
             "val_dice": best.get("val_dice"),
             "val_map": best.get("val_map"),
             "val_iou_per_image": best.get("val_iou_per_image"),
+            "by_type": type_metrics(best),
             "best_epoch": trial.best_epoch,
             "epochs_run": trial.epochs_run,
         },
         "verification": verification,
+        "postprocess": post_section,
         "training": training,
         "input": input_spec(config),
-        "output": output_spec(config),
+        "output": output_spec(config, chosen),
+        **card_footer(saved_model),
+    }
+    files.append(write_card(out, card))
+    log.info("exported trial %s of %s to %s", trial.trial_id, experiment.name, out)
+    return ExportResult(out=out, card=card, verified_val_iou=verification["val_iou"] if verification else None,
+                        files=files)
+
+
+def export_ensemble(
+    ref: str | Path,
+    out: str | Path,
+    size: str | int = "auto",
+    *,
+    storage: str | None = None,
+    overwrite: bool = False,
+    saved_model: bool = True,
+    postprocess: bool = True,
+    pool: int | None = None,
+    cpus: int | None = None,
+) -> ExportResult:
+    """Export an ensemble of experiment `ref`'s best checkpoints as one model (results.ensemble).
+
+    `size`: a number of members (the top K trials) or ``"auto"`` (greedy selection on the
+    validation split). The model averages its members' probability maps; it is re-scored
+    on validation after reloading, and its postprocessing is chosen there."""
+    from data_pipeline.loader import val_arrays
+    from models.ensemble import build_ensemble
+    from models.inference import predict_images
+    from models.runtime import configure_tensorflow
+    from models.train import load_data
+    from models.unet import load_unet, pad_multiple
+    from results.ensemble import DEFAULT_POOL, parse_size, ranked_trials, select_members
+
+    members_wanted = parse_size(size)
+    out = Path(out)
+    experiment = load_experiment(ref, storage)
+    ranked = ranked_trials(experiment)
+    if not ranked:
+        raise ExperimentError(f"experiment {experiment.name} has no trial with a checkpoint of its best epoch yet")
+    prepare_output_dir(out, overwrite, EXPORT_FILES)
+    configure_tensorflow(cpus=cpus)
+    base = ranked[0].trial_config().replace(cache_dir=None)
+    prepared, train_ids, val_ids = load_data(base)
+    val = val_arrays(prepared, val_ids)
+    images, labels = [i for i, _ in val], [lab for _, lab in val]
+    types = [prepared.types.get(i, "unknown") for i in val_ids]
+    selection = select_members(experiment, members_wanted, images, labels, pool=pool or DEFAULT_POOL)
+
+    models = [load_unet(m.trial.best_checkpoint / MODEL_FILE, compile=False) for m in selection.members]
+    strides = [pad_multiple(m.config) for m in selection.members]
+    model = build_ensemble(models, strides, selection.weights)
+    channels = int(model.output_shape[-1])
+    config = selection.members[0].config.replace(cache_dir=None, boundary_channel=channels == 2)
+    files = save_model_files(model, out, saved_model)
+
+    reloaded = load_exported_model(out)
+    probs = predict_images(reloaded, images, multiple=1)
+    expected = selection.mean_probs()
+    drift = max(float(np.abs(a - b).max()) for a, b in zip(probs, expected))
+    scores = score_predictions(probs, labels, config.threshold, config.instance_method, types=types)
+    metrics = {"split": "validation", **scores.as_metrics(), "by_type": type_metrics(scores.as_metrics())}
+    verification = {"val_iou": scores.iou, "selection_val_iou": selection.val_iou,
+                    "abs_diff": abs(scores.iou - selection.val_iou), "max_prob_diff": drift,
+                    "tolerance": TOLERANCE, "ok": abs(scores.iou - selection.val_iou) <= TOLERANCE}
+    if not verification["ok"]:
+        log.warning("the reloaded ensemble scores val_iou %.5f, its selection %.5f", scores.iou, selection.val_iou)
+    chosen, post_section = choose_for_card(probs, labels, types, config) if postprocess else (None, None)
+    best_single = ranked[0]
+    card = {
+        **card_header(experiment),
+        "trial_id": None,
+        "selected_by": selection.method,
+        "config": config.to_dict(),
+        "data": data_section(config, prepared, train_ids, val_ids),
+        "metrics": metrics,
+        "verification": verification,
+        "postprocess": post_section,
+        "ensemble": {
+            "method": selection.method,
+            "members": [{"trial_id": m.trial.trial_id, "weight": w, "stride": st,
+                         "checkpoint": str(m.trial.best_checkpoint), "val_iou": m.val_iou,
+                         "leaderboard_val_iou": float(m.trial.best["val_iou"]), "refit_of": m.trial.refit_of,
+                         "config": m.config.to_dict()}
+                        for m, w, st in zip(selection.members, selection.weights, strides)],
+            "trace": selection.trace,
+            "best_single": {"trial_id": best_single.trial_id, "val_iou": float(best_single.best["val_iou"]),
+                            "val_map": best_single.best.get("val_map")},
+        },
+        "training": {"retrained_full": False, "images": len(train_ids), "data": "train split",
+                     "note": "an ensemble of the members' best-epoch checkpoints"},
+        "input": input_spec(config, stride=1),
+        "output": output_spec(config, chosen),
+        **card_footer(saved_model),
+    }
+    files.append(write_card(out, card))
+    record_ensemble(experiment, out, card)
+    log.info("exported an ensemble of %d trial(s) of %s to %s", len(selection.members), experiment.name, out)
+    return ExportResult(out=out, card=card, verified_val_iou=scores.iou, files=files)
+
+
+# --------------------------------------------------------------------------- card pieces
+ENSEMBLE_RECORD = "ensemble.json"  # in the experiment folder: the last ensemble exported from it
+
+
+def save_model_files(model, out: Path, saved_model: bool) -> list[str]:
+    """model.keras (not compiled: no optimizer state) and, optionally, the SavedModel."""
+    model.save(out / MODEL_FILE)
+    files = [MODEL_FILE]
+    if saved_model:
+        model.export(str(out / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+        files.append(SAVED_MODEL_DIR + "/")
+    return files
+
+
+def verify_scores(probs: list, labels: list, config: TrialConfig, leaderboard_iou: float, types: list) -> dict:
+    """The reloaded export's validation scores against the leaderboard's, at the training threshold."""
+    metrics = score_predictions(probs, labels, config.threshold, config.instance_method, types=types).as_metrics()
+    diff = abs(float(metrics["val_iou"]) - leaderboard_iou)
+    if diff > TOLERANCE:
+        log.warning("exported model scores val_iou %.5f on the validation split, the leaderboard says %.5f",
+                    metrics["val_iou"], leaderboard_iou)
+    return {"val_iou": metrics["val_iou"], "val_dice": metrics["val_dice"], "val_map": metrics["val_map"],
+            "leaderboard_val_iou": leaderboard_iou, "abs_diff": diff, "tolerance": TOLERANCE, "ok": diff <= TOLERANCE}
+
+
+def choose_for_card(probs: list, labels: list, types: list, config: TrialConfig) -> tuple[Postprocess, dict]:
+    """Postprocessing chosen on the validation predictions, and the card section describing it
+    (with the validation scores it gives, overall and by image type)."""
+    from models.postprocess_choice import choose_postprocessing
+
+    choice = choose_postprocessing(probs, labels, config.instance_method,
+                                   default=Postprocess(threshold=config.threshold))
+    scores = score_predictions(probs, labels, choice.chosen.threshold, config.instance_method, types=types,
+                               postprocess=choice.chosen.instance_kwargs()).as_metrics()
+    section = choice.card(len(labels))
+    section["metrics"] = {**{k: scores[k] for k in ("val_iou", "val_dice", "val_map", "val_iou_per_image")},
+                          "by_type": type_metrics(scores)}
+    return choice.chosen, section
+
+
+def card_header(experiment: Experiment) -> dict:
+    return {
+        "card_version": CARD_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "experiment": experiment.name,
+        "experiment_path": str(experiment.path),
+        "engine": experiment.engine,
+    }
+
+
+def card_footer(saved_model: bool) -> dict:
+    return {
         "files": {"keras": MODEL_FILE, "saved_model": SAVED_MODEL_DIR if saved_model else None},
         "loading": ("import models; keras.models.load_model('model.keras', safe_mode=True, compile=False) — "
                     "or tf.saved_model.load('saved_model').serve(x)"),
         "versions": library_versions(),
     }
+
+
+def data_section(config: TrialConfig, prepared, train_ids: list, val_ids: list) -> dict:
+    return {
+        "source": config.data,
+        "fingerprint": prepared.fingerprint if prepared is not None else None,
+        "split_seed": config.split_seed,
+        "val_fraction": config.val_fraction,
+        "n_train": len(train_ids) if prepared is not None else None,
+        "n_val": len(val_ids) if prepared is not None else None,
+        "val_ids": list(val_ids),
+    }
+
+
+def write_card(out: Path, card: dict) -> str:
     (out / CARD_FILE).write_text(json.dumps(card, indent=2, default=_json_default))
-    files.append(CARD_FILE)
-    log.info("exported trial %s of %s to %s", trial.trial_id, experiment.name, out)
-    return ExportResult(out=out, card=card, verified_val_iou=verification["val_iou"] if verification else None,
-                        files=files)
+    return CARD_FILE
+
+
+def record_ensemble(experiment: Experiment, out: Path, card: dict) -> None:
+    """Note the exported ensemble in the experiment folder, for the leaderboard and the report."""
+    post = card.get("postprocess") or {}
+    record = {"out": str(out.resolve()), "created": card["created"], "method": card["ensemble"]["method"],
+              "members": [{"trial_id": m["trial_id"], "weight": m["weight"]} for m in card["ensemble"]["members"]],
+              "metrics": card["metrics"], "postprocess_metrics": post.get("metrics"),
+              "best_single": card["ensemble"]["best_single"]}
+    try:
+        (experiment.path / ENSEMBLE_RECORD).write_text(json.dumps(record, indent=2, default=_json_default))
+    except OSError as exc:  # a read-only experiment folder: the export itself is complete
+        log.warning("could not note the ensemble in %s (%s)", experiment.path, exc)
 
 
 def _json_default(value):

@@ -77,7 +77,15 @@ class Predictor:
 
     @property
     def threshold(self) -> float:
-        return float(self.config.threshold)
+        return self.postprocess().threshold
+
+    def postprocess(self, **overrides) -> "Postprocess":
+        """The card's postprocessing (chosen on validation at export), with non-None `overrides`
+        (threshold, min_size, h, boundary_threshold) from the command line winning."""
+        from models.postprocess import Postprocess
+
+        section = self.card.get("postprocess") or {"threshold": self.config.threshold}
+        return Postprocess.from_dict(section, **overrides)
 
     @property
     def instance_method(self) -> str:
@@ -114,11 +122,12 @@ class Predictor:
             total += _inverse(pred, k, flip)
         return total / len(TTA_TRANSFORMS)
 
-    def instances(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    def instances(self, probs: np.ndarray, post: "Postprocess | None" = None) -> np.ndarray:
         from models.postprocess import instances_from_prediction
 
-        return instances_from_prediction(probs, threshold=self.threshold if threshold is None else threshold,
-                                         method=self.instance_method)
+        post = post or self.postprocess()
+        return instances_from_prediction(probs, threshold=post.threshold, method=self.instance_method,
+                                         **post.instance_kwargs())
 
 
 # --------------------------------------------------------------------------- inputs
@@ -271,14 +280,17 @@ def predict_to_folder(
     tile: int | None = None,
     overwrite: bool = False,
     on_image: Callable[[PredictionRecord], None] | None = None,
+    postprocess: dict | None = None,
 ) -> PredictSummary:
-    """Predict every image into `out`; `on_image` is called after each (for a progress bar)."""
+    """Predict every image into `out`; `on_image` is called after each (for a progress bar).
+
+    The mask threshold and instance settings are the model card's unless `threshold` or
+    `postprocess` (min_size, h, boundary_threshold; None values ignored) override them."""
     from results.rle import submission_rows
 
     out = Path(out)
-    threshold = predictor.threshold if threshold is None else float(threshold)
-    if not 0.0 < threshold < 1.0:
-        raise ConfigError(f"--threshold must be in (0, 1) (got {threshold})")
+    post = _postprocess(predictor, threshold, postprocess)
+    threshold = post.threshold
     predictor.check_tile(tile)
     prepare_output_dir(out, overwrite)
     rle_path = Path(rle) if rle else None
@@ -294,7 +306,7 @@ def predict_to_folder(
         _write_png(out / files[0], (mask * 255).astype(np.uint8))
         n_instances = None
         if instances or rle_path is not None:
-            labels = predictor.instances(probs, threshold)
+            labels = predictor.instances(probs, post)
             n_instances = int(labels.max())
             if instances:
                 files.append(item.image_id + INSTANCES_SUFFIX)
@@ -324,6 +336,7 @@ class Evaluation:
     dice: float  # Dice of all nucleus pixels pooled over the images
     threshold: float
     instance_method: str
+    postprocess: dict = field(default_factory=dict)
 
     @property
     def mean(self) -> dict[str, float]:
@@ -331,14 +344,29 @@ class Evaluation:
         return {k: float(np.mean([r[k] for r in self.per_image])) if self.per_image else float("nan")
                 for k in ("iou", "dice", "map")}
 
+    @property
+    def by_type(self) -> dict[str, dict]:
+        """Per image type (as data_pipeline.preprocess.image_type tells it): images, pooled
+        foreground IoU, mean per-image IoU and mean mAP."""
+        out = {}
+        for kind in sorted({r["type"] for r in self.per_image if "type" in r}):
+            rows = [r for r in self.per_image if r.get("type") == kind]
+            inter, union = sum(r["inter"] for r in rows), sum(r["union"] for r in rows)
+            out[kind] = {"images": len(rows), "iou": inter / union if union else 1.0,
+                         "iou_per_image": float(np.mean([r["iou"] for r in rows])),
+                         "map": float(np.mean([r["map"] for r in rows]))}
+        return out
+
     def as_dict(self) -> dict:
         return {
             "source": self.source,
             "images": len(self.per_image),
             "threshold": self.threshold,
             "instance_method": self.instance_method,
+            "postprocess": self.postprocess,
             "mean": self.mean,
             "pooled": {"iou": self.iou, "dice": self.dice},
+            "by_type": self.by_type,
             "per_image": self.per_image,
         }
 
@@ -354,6 +382,7 @@ def evaluate_model_dir(
     split: str = "all",
     on_start: Callable[[int], None] | None = None,
     on_image: Callable[[dict], None] | None = None,
+    postprocess: dict | None = None,
 ) -> Evaluation:
     """Foreground IoU, Dice and Kaggle mAP@[0.5:0.95] of an export on Kaggle-layout data with masks.
 
@@ -367,10 +396,11 @@ def evaluate_model_dir(
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1 (got {limit})")
+    from data_pipeline.preprocess import image_type
+
     predictor = Predictor.load(model_dir)
-    threshold = predictor.threshold if threshold is None else float(threshold)
-    if not 0.0 < threshold < 1.0:
-        raise ConfigError(f"--threshold must be in (0, 1) (got {threshold})")
+    post = _postprocess(predictor, threshold, postprocess)
+    threshold = post.threshold
     if split not in ("all", "val"):
         raise ConfigError(f"--split must be all or val (got {split!r})")
     source = open_source(data, require_masks=True)
@@ -384,10 +414,12 @@ def evaluate_model_dir(
         for image_id in ids:
             image, labels = source.read_labels(image_id)
             probs = predictor.predict(image, tta=tta, tile=tile)
-            row = score_predictions([probs], [labels], threshold, predictor.instance_method, ids=[image_id]).per_image[0]
+            row = score_predictions([probs], [labels], threshold, predictor.instance_method, ids=[image_id],
+                                    types=[image_type(image)], postprocess=post.instance_kwargs()).per_image[0]
             pred, true = probs[..., 0] > threshold, labels > 0
-            inter += int(np.count_nonzero(pred & true))
-            union += int(np.count_nonzero(pred | true))
+            row["inter"], row["union"] = int(np.count_nonzero(pred & true)), int(np.count_nonzero(pred | true))
+            inter += row["inter"]
+            union += row["union"]
             pred_sum, true_sum = pred_sum + int(pred.sum()), true_sum + int(true.sum())
             row["shape"] = [int(image.shape[0]), int(image.shape[1])]
             rows.append(row)
@@ -398,8 +430,19 @@ def evaluate_model_dir(
     return Evaluation(
         source=str(data), per_image=rows,
         iou=inter / union if union else 1.0, dice=2 * inter / (pred_sum + true_sum) if pred_sum + true_sum else 1.0,
-        threshold=threshold, instance_method=predictor.instance_method,
+        threshold=threshold, instance_method=predictor.instance_method, postprocess=post.to_dict(),
     )
+
+
+def _postprocess(predictor: Predictor, threshold: float | None, overrides: dict | None):
+    """The card's postprocessing with the command line's overrides (a bad value: one clear error)."""
+    values = dict(overrides or {})
+    if threshold is not None and not 0.0 < float(threshold) < 1.0:
+        raise ConfigError(f"--threshold must be in (0, 1) (got {threshold})")
+    try:
+        return predictor.postprocess(threshold=threshold, **values)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (check --threshold, --min-size, --watershed-h, --boundary-threshold)") from None
 
 
 def _card_validation_ids(card: dict, ids: list[str], model_dir, data: str) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError, ExperimentError
 from search.experiment import SPACE_FILE, SearchOptions, find_experiment, load_options
-from search.space import SearchSpace
+from search.space import REFIT_OF, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class TrialRecord:
     num_failures: int = 0
     target_epochs: int | None = None  # the search's full training length (None: the config's epochs)
     continued_by: str | None = None  # KerasTuner Hyperband: the trial that resumed this one's checkpoint
+    refit_of: str | None = None  # a refit trial: the exploration trial whose configuration it trained again
 
     # -- derived --------------------------------------------------------------
     @property
@@ -289,6 +290,7 @@ def _ray_trials(path: Path, space: SearchSpace | None) -> list[TrialRecord]:
             trial_id=str(trial.trial_id), experiment=path.name, engine="ray", status=str(trial.status),
             folder=folder, params=params, config=_resolve(space, config), history=history,
             checkpoints=_checkpoints(folder), error=error, num_failures=int(trial.num_failures or 0),
+            refit_of=str(config[REFIT_OF]) if config.get(REFIT_OF) is not None else None,
         ))
     return records
 

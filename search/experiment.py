@@ -58,6 +58,8 @@ class SearchOptions:
     max_failures: int = 1
     cache_dir: str | None = None
     reuse_actors: bool = True
+    refit_top: int = 0  # after exploring, train the top-K configurations again (search.refit)
+    refit_epochs: int | None = None  # their length (default: the space's epochs)
 
     def validate(self) -> "SearchOptions":
         if not NAME_PATTERN.match(self.name):
@@ -76,6 +78,13 @@ class SearchOptions:
             (self.grace_period is None or self.scheduler in ("asha", "median"),
              "--grace-period needs --scheduler asha or median"),
             (self.max_failures >= 0, "--max-failures must be >= 0"),
+            (self.refit_top >= 0, "--refit-top must be >= 0"),
+            (self.refit_epochs is None or self.refit_epochs >= 1, "--refit-epochs must be >= 1"),
+            (self.refit_top == 0 or (self.engine == "ray" and self.searcher == "optuna"),
+             "--refit-top needs --engine ray with --searcher optuna"),
+            (self.refit_top == 0 or self.scheduler in ("asha", "median", "none"),
+             "--refit-top needs --scheduler asha, median or none (Hyperband places every trial in its brackets)"),
+            (self.refit_epochs is None or self.refit_top > 0, "--refit-epochs needs --refit-top K"),
         ]
         for ok, message in checks:
             if not ok:

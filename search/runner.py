@@ -100,27 +100,38 @@ def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path)
             sampler=make_sampler(options.seed),
             study_name=options.name,
             storage=study_storage(experiment),
+            points_to_evaluate=[dict(p) for p in space.start_from] or None,
         )
-        return ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent), {}
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
+        if options.refit_top:
+            from search.refit import RefitStage
+
+            searcher = RefitStage(searcher, explore=options.num_samples, top_k=options.refit_top,
+                                  epochs=options.refit_epochs or max_epochs(space))
+        return searcher, {}
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     param_space = space.tune_param_space(options.searcher)
-    searcher = BasicVariantGenerator(max_concurrent=options.max_concurrent, random_state=options.seed)
+    searcher = BasicVariantGenerator(max_concurrent=options.max_concurrent, random_state=options.seed,
+                                     points_to_evaluate=[dict(p) for p in space.start_from] or None)
     return searcher, param_space
 
 
 def build_scheduler(options: SearchOptions, epochs: int):
+    """Ray's scheduler; with a refit stage, the variant that lets refit trials run their full length."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
+    from search.refit import RefitASHA, RefitMedianStoppingRule
+
+    asha, median = (RefitASHA, RefitMedianStoppingRule) if options.refit_top else (ASHAScheduler, MedianStoppingRule)
     if options.scheduler == "asha":
         # default grace: a from-scratch encoder may predict all background for its first epoch (STYLE.md)
         grace = options.grace_period or max(1, epochs // 4)
-        return ASHAScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=grace, reduction_factor=2)
+        return asha(time_attr=TIME_ATTR, max_t=epochs, grace_period=grace, reduction_factor=2)
     if options.scheduler == "hyperband":
         return HyperBandScheduler(time_attr=TIME_ATTR, max_t=epochs, reduction_factor=2)
     if options.scheduler == "median":
-        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=options.grace_period or 1,
-                                  min_samples_required=2)
+        return median(time_attr=TIME_ATTR, grace_period=options.grace_period or 1, min_samples_required=2)
     return FIFOScheduler()
 
 
@@ -200,7 +211,7 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
             mode=MODE,
             search_alg=search_alg,
             scheduler=build_scheduler(options, max_epochs(space)),
-            num_samples=options.num_samples,
+            num_samples=options.num_samples + options.refit_top,
             max_concurrent_trials=options.max_concurrent,
             # Trial after trial in one worker process (models.runtime clears Keras state per
             # trial and releases what TensorFlow keeps, benchmarks/worker_memory.py; the trial's

@@ -10,6 +10,9 @@
       decoder_depth: {int: [3, 5]}
       dropout: {uniform: [0.0, 0.3]}
 
+    start_from:                 # optional: configurations evaluated first (partial: the
+      - {backbone: mobilenetv2, learning_rate: 2.0e-3}   # searcher samples the rest)
+
 A dimension is `choice`, `int` (optional `step`, `log`), `uniform` or `loguniform`;
 `when: {param: value | [values]}` makes it conditional on an earlier categorical one.
 The backbone value `efficientnet` with `efficientnet_variant` b0..b3 names the
@@ -22,6 +25,7 @@ KerasTuner HyperParameters set. `resolve` turns sampled values into a TrialConfi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +42,11 @@ EFFICIENTNET = "efficientnet"
 EFFICIENTNET_VARIANTS = tuple(b.removeprefix(EFFICIENTNET) for b in BACKBONES if b.startswith(EFFICIENTNET))
 MAX_SPACE_BYTES = 256 * 1024
 MAX_DESCRIPTION_CHARS = 10_000
-TOP_LEVEL_KEYS = ("description", "fixed", "params")
+TOP_LEVEL_KEYS = ("description", "fixed", "params", "start_from")
+MAX_START_POINTS = 100
+#: keys a refit trial's config carries besides the sampled values (search.refit)
+REFIT_OF = "refit_of"  # the exploration trial whose configuration it trains again
+REFIT_EPOCHS = "refit_epochs"  # its training length, replacing the space's epochs
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -79,6 +87,22 @@ class Param:
     def active(self, sampled: dict[str, Any]) -> bool:
         return all(sampled.get(name) in allowed for name, allowed in self.when.items())
 
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is a point of this dimension."""
+        if self.kind == "choice":
+            return any(value == v and type(value) is type(v) or (value == v and _is_number(value) and _is_number(v))
+                       for v in self.values)
+        if not _is_number(value) or not self.low <= value <= self.high:
+            return False
+        if self.kind == "int":
+            return float(value).is_integer() and (int(value) - int(self.low)) % self.step == 0
+        return True
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return f"choice of {list(self.values)}"
+        return f"{self.kind} [{self.low}, {self.high}]" + (f" step {self.step}" if self.step != 1 else "")
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -86,6 +110,9 @@ class SearchSpace:
     params: tuple[Param, ...]
     description: str = ""
     source: str = ""
+    #: configurations to evaluate before the searcher samples (Ray Tune's points_to_evaluate,
+    #: Optuna's enqueue_trial): each maps searched params to values inside their ranges
+    start_from: tuple[dict, ...] = ()
 
     # --- loading ---------------------------------------------------------------
     @classmethod
@@ -139,6 +166,7 @@ class SearchSpace:
             raise ConfigError(f"{where}: {sorted(overlap)} is both fixed and searched")
         space = cls(fixed=dict(fixed), params=tuple(params), description=_parse_description(doc, where),
                     source=source)
+        space = dataclasses.replace(space, start_from=space._parse_start_from(doc.get("start_from"), where))
         space._check_backbones(where)
         for sample in space.corner_samples():  # every extreme combination is a valid TrialConfig
             space.resolve(sample)
@@ -161,14 +189,51 @@ class SearchSpace:
             if variant.kind != "choice" or bad:
                 raise ConfigError(f"{where}: {VARIANT_PARAM} must be a choice of {', '.join(EFFICIENTNET_VARIANTS)}")
 
+    def _parse_start_from(self, points: Any, where: str) -> tuple[dict, ...]:
+        """Validate `start_from`: a list of partial configurations inside this space."""
+        if points is None:
+            return ()
+        if not isinstance(points, list) or len(points) > MAX_START_POINTS:
+            raise ConfigError(f"{where}: 'start_from' must be a list of at most {MAX_START_POINTS} mappings "
+                              "of searched param: value")
+        by_name = {p.name: p for p in self.params}
+        parsed = []
+        for k, point in enumerate(points, 1):
+            def fail(why: str) -> ConfigError:
+                return ConfigError(f"{where}: start_from entry {k}: {why}")
+
+            if not isinstance(point, dict) or not point:
+                raise fail("must be a non-empty mapping of searched param: value")
+            for name, value in point.items():
+                param = by_name.get(name)
+                if param is None:
+                    why = "is fixed in this space" if name in self.fixed else "is not a searched param"
+                    raise fail(f"'{name}' {why}; searched: {', '.join(by_name)}")
+                if not param.contains(value):
+                    raise fail(f"{name}={value!r} is outside the space ({param.describe()})")
+            inactive = [p.name for p in self.params if p.name in point and not p.active(point)]
+            if inactive:
+                raise fail(f"{inactive} do(es) not apply with the other values of this entry")
+            try:
+                self.resolve(point)
+            except ConfigError as exc:
+                raise fail(str(exc)) from None
+            parsed.append(dict(point))
+        return tuple(parsed)
+
     def with_fixed(self, **values: Any) -> "SearchSpace":
-        """The same space with some fixed values replaced (e.g. --data, --max-epochs)."""
+        """The same space with some fixed values replaced (e.g. --data, --max-epochs).
+
+        A searched param that becomes fixed leaves the `start_from` entries too."""
         doc = self.to_dict()
         for name, value in values.items():
             if value is None:
                 continue
             doc["params"].pop(name, None)
             doc["fixed"][name] = value
+            for point in doc.get("start_from", []):
+                point.pop(name, None)
+        doc["start_from"] = [p for p in doc.get("start_from", []) if p] or None
         return SearchSpace.from_dict(doc, source=self.source)
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,7 +247,10 @@ class SearchSpace:
             if p.when:
                 spec["when"] = {k: list(v) for k, v in p.when.items()}
             params[p.name] = spec
-        return {"description": self.description, "fixed": dict(self.fixed), "params": params}
+        doc = {"description": self.description, "fixed": dict(self.fixed), "params": params}
+        if self.start_from:
+            doc["start_from"] = [dict(p) for p in self.start_from]
+        return doc
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -205,7 +273,8 @@ class SearchSpace:
         return samples
 
     def resolve(self, sampled: dict[str, Any]) -> TrialConfig:
-        """Fixed values + the active sampled values → a validated TrialConfig."""
+        """Fixed values + the active sampled values → a validated TrialConfig (a refit trial's
+        `refit_epochs` replaces the epochs)."""
         values = dict(self.fixed)
         active: dict[str, Any] = {}
         for p in self.params:
@@ -215,6 +284,8 @@ class SearchSpace:
         values.update(active)
         if values.get("backbone") == EFFICIENTNET:
             values["backbone"] = EFFICIENTNET + str(variant or EFFICIENTNET_VARIANTS[0])
+        if sampled.get(REFIT_EPOCHS) is not None:
+            values["epochs"] = sampled[REFIT_EPOCHS]
         try:
             return TrialConfig.from_dict(values)
         except ConfigError as exc:

@@ -55,6 +55,14 @@ def register(sub) -> None:
     exp.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     exp.add_argument("--retrain-full", action="store_true",
                      help="retrain the winning config from scratch on train+val for the winning epoch count")
+    exp.add_argument("--ensemble", default=None, metavar="K|auto",
+                     help="export one model averaging several trials: the top K by val_iou, or 'auto' "
+                          "(greedy forward selection with replacement on the validation split, Caruana et al. 2004)")
+    exp.add_argument("--ensemble-pool", type=int, default=None, metavar="N",
+                     help="candidates for --ensemble auto: the N best trials (default 8)")
+    exp.add_argument("--no-postprocess", action="store_true",
+                     help="keep the training-time threshold and instance settings instead of choosing them on "
+                          "the validation split")
     exp.add_argument("--no-verify", action="store_true", help="skip the re-evaluation of the export")
     exp.add_argument("--no-saved-model", action="store_true", help="write model.keras and the card only")
     exp.add_argument("--cpus", type=int, default=None, help="CPU threads for TensorFlow (default: all)")
@@ -74,6 +82,7 @@ def register(sub) -> None:
     pred.add_argument("--instances", action="store_true", help="also write <id>_instances.png (uint16 labels)")
     pred.add_argument("--threshold", type=float, default=None, metavar="T",
                       help="mask threshold (default: the model card's)")
+    _postprocess_options(pred)
     pred.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
     pred.add_argument("--tile", type=int, default=None, metavar="N",
                       help="predict in overlapping N×N tiles (multiple of the stride; default: whole "
@@ -93,10 +102,24 @@ def register(sub) -> None:
                     help="all images of --data (default) or only the validation images named in the model card")
     ev.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted ids)")
     ev.add_argument("--threshold", type=float, default=None, metavar="T", help="default: the model card's")
+    _postprocess_options(ev)
     ev.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
     ev.add_argument("--tile", type=int, default=None, metavar="N", help="predict in overlapping N×N tiles")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=evaluate_cmd)
+
+
+def _postprocess_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-size", type=int, default=None, metavar="PX",
+                   help="drop nuclei smaller than PX pixels (default: the model card's)")
+    p.add_argument("--watershed-h", type=float, default=None, metavar="H",
+                   help="watershed marker height in pixels of distance (no contour channel; default: the card's)")
+    p.add_argument("--boundary-threshold", type=float, default=None, metavar="T",
+                   help="contour channel threshold for the watershed markers (default: the card's)")
+
+
+def _postprocess_flags(args: argparse.Namespace) -> dict:
+    return {"min_size": args.min_size, "h": args.watershed_h, "boundary_threshold": args.boundary_threshold}
 
 
 def _board_options(p: argparse.ArgumentParser) -> None:
@@ -189,18 +212,37 @@ def report_cmd(args: argparse.Namespace) -> int:
 
 
 def export_cmd(args: argparse.Namespace) -> int:
-    from results.export import export_trial
+    from results.export import export_ensemble, export_trial
 
-    result = export_trial(
-        args.experiment, args.out, trial_id=args.trial, storage=args.storage, overwrite=args.overwrite,
-        retrain=args.retrain_full, verify=not args.no_verify, saved_model=not args.no_saved_model,
-        cpus=args.cpus, progress=not args.quiet,
-    )
+    if args.ensemble is not None:
+        if args.trial or args.retrain_full:
+            from nuclei_search.errors import ConfigError
+
+            raise ConfigError("--ensemble chooses its own trials and keeps their checkpoints: "
+                              "it excludes --trial and --retrain-full")
+        result = export_ensemble(
+            args.experiment, args.out, args.ensemble, storage=args.storage, overwrite=args.overwrite,
+            saved_model=not args.no_saved_model, postprocess=not args.no_postprocess, pool=args.ensemble_pool,
+            cpus=args.cpus,
+        )
+    else:
+        result = export_trial(
+            args.experiment, args.out, trial_id=args.trial, storage=args.storage, overwrite=args.overwrite,
+            retrain=args.retrain_full, verify=not args.no_verify, saved_model=not args.no_saved_model,
+            postprocess=not args.no_postprocess, cpus=args.cpus, progress=not args.quiet,
+        )
     card = result.card
     metrics = card["metrics"]
-    print(f"exported trial {card['trial_id']} of {card['experiment']} ({card['engine']}): val_iou "
-          f"{metrics['val_iou']:.4f}, val_dice {metrics['val_dice']:.4f}, val_map {metrics['val_map']:.4f} "
-          f"(epoch {metrics['best_epoch']})")
+    scores = (f"val_iou {metrics['val_iou']:.4f}, val_dice {metrics['val_dice']:.4f}, "
+              f"val_map {metrics['val_map']:.4f}")
+    if card.get("ensemble"):
+        members = ", ".join(f"{m['trial_id']}×{m['weight']}" for m in card["ensemble"]["members"])
+        best = card["ensemble"]["best_single"]
+        print(f"exported an ensemble of {card['experiment']} ({members}; {card['selected_by']}): {scores}; "
+              f"best single trial {best['trial_id']}: val_iou {best['val_iou']:.4f}")
+    else:
+        print(f"exported trial {card['trial_id']} of {card['experiment']} ({card['engine']}): {scores} "
+              f"(epoch {metrics['best_epoch']})")
     if card["training"]["retrained_full"]:
         print(f"retrained on train+val ({card['training']['images']} images, {card['training']['epochs']} epochs)")
     check = card.get("verification")
@@ -208,6 +250,12 @@ def export_cmd(args: argparse.Namespace) -> int:
         verdict = "reproduced" if check["ok"] else "NOT reproduced"
         print(f"check: the reloaded model scores val_iou {check['val_iou']:.4f} on the validation split "
               f"({verdict}, |diff| {check['abs_diff']:.2g})")
+    post = card.get("postprocess")
+    if post:
+        chosen = post["metrics"]
+        print(f"postprocessing chosen on validation: threshold {post['threshold']}, min_size {post['min_size']}, "
+              f"h {post['h']}, boundary_threshold {post['boundary_threshold']}: val_map {post['val_map_default']:.4f}"
+              f" -> {chosen['val_map']:.4f}, val_iou {chosen['val_iou']:.4f}")
     print(f"wrote {args.out}/: {', '.join(result.files)}")
     if check and not check["ok"]:
         print("error: the exported model does not reproduce its leaderboard score", file=sys.stderr)
@@ -226,6 +274,7 @@ def predict_cmd(args: argparse.Namespace) -> int:
         summary = predict_to_folder(
             predictor, images, args.out, threshold=args.threshold, instances=args.instances, rle=args.rle,
             tta=args.tta, tile=args.tile, overwrite=args.overwrite, on_image=lambda record: bar.update(1),
+            postprocess=_postprocess_flags(args),
         )
     print(f"wrote {len(summary.images)} masks to {summary.out}" +
           (f" (+ instance label maps)" if args.instances else ""))
@@ -245,6 +294,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         result = evaluate_model_dir(
             args.model, args.data, limit=args.limit, threshold=args.threshold, tta=args.tta, tile=args.tile,
             split=args.split, on_start=lambda n: setattr(bar, "total", n), on_image=lambda row: bar.update(1),
+            postprocess=_postprocess_flags(args),
         )
     finally:
         bar.close()

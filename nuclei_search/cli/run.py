@@ -22,7 +22,8 @@ def register(sub) -> None:
     )
     p.add_argument("--space", default=None, metavar="FILE", help="search space YAML (default: the packaged quick.yaml)")
     p.add_argument("--name", default=None, metavar="EXP", help="experiment name (default: quick-<timestamp>)")
-    p.add_argument("--num-samples", type=int, default=4, metavar="N", help="trials to run (default 4)")
+    p.add_argument("--num-samples", type=int, default=4, metavar="N",
+                   help="exploration trials to run (default 4; refit trials come on top)")
     p.add_argument("--max-concurrent", type=int, default=2, metavar="K", help="trials at once (default 2)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C", help="CPUs per trial (default 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G",
@@ -48,6 +49,11 @@ def register(sub) -> None:
     p.add_argument("--reuse-actors", action=argparse.BooleanOptionalAction, default=True,
                    help="run trial after trial in the same Ray worker process (Ray's reuse_actors; "
                         "the default); --no-reuse-actors: a fresh process per trial")
+    p.add_argument("--refit-top", type=int, default=0, metavar="K",
+                   help="after the N exploration trials, train the top-K configurations (by val_iou_best) "
+                        "again from scratch for --refit-epochs, as trials of the same experiment (default 0: no refit)")
+    p.add_argument("--refit-epochs", type=int, default=None, metavar="E",
+                   help="epochs of each refit trial (default: the space's epochs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment of this name")
     p.add_argument("--resume", action="store_true", help="continue the existing experiment of this name")
     p.add_argument("--quiet", action="store_true", help="no progress table")
@@ -94,6 +100,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             max_epochs=args.max_epochs, grace_period=args.grace_period, data=args.data, storage=args.storage,
             address=args.address, seed=args.seed, engine=args.engine, kt_tuner=args.kt_tuner,
             max_failures=args.max_failures, cache_dir=args.cache_dir, reuse_actors=args.reuse_actors,
+            refit_top=args.refit_top, refit_epochs=args.refit_epochs,
         )
         summary = run_search(options, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(summary)
