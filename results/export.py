@@ -44,7 +44,7 @@ from models.train import type_metrics
 from nuclei_search.config import TrialConfig
 from nuclei_search.outputs import prepare_output_dir
 from nuclei_search.errors import ConfigError, ExperimentError, NucleiSearchError
-from results.trials import Experiment, TrialRecord, load_experiment
+from results.trials import ENSEMBLE_RECORD, Experiment, TrialRecord, load_experiment
 
 log = logging.getLogger(__name__)
 
@@ -369,9 +369,6 @@ def export_ensemble(
 
 
 # --------------------------------------------------------------------------- card pieces
-ENSEMBLE_RECORD = "ensemble.json"  # in the experiment folder: the last ensemble exported from it
-
-
 def save_model_files(model, out: Path, saved_model: bool) -> list[str]:
     """model.keras (not compiled: no optimizer state) and, optionally, the SavedModel."""
     model.save(out / MODEL_FILE)

@@ -5,11 +5,13 @@ and marks each experiment's best; `sort_leaderboard` and `format_leaderboard` se
 the `leaderboard` and `compare` commands. A trial's score is its best epoch (by
 val_iou): the epoch whose checkpoint export uses.
 
-Columns: id, status, the hyperparameters (searched ones, then resolved TrialConfig
-values that differ between trials), val_iou, val_dice, val_map, best_epoch,
-epochs_run, minutes, stop_reason (completed | early-stopped | ERROR: <reason> |
+Columns: id, status, stage (explore | refit of <trial>), the hyperparameters (searched
+ones, then resolved TrialConfig values that differ between trials), val_iou, val_dice,
+val_map, the same by image type where known (val_iou_histology, val_map_histology, ...),
+best_epoch, epochs_run, minutes, stop_reason (completed | early-stopped | ERROR: <reason> |
 running/pending/paused for an interrupted search), checkpoint, engine, experiment.
-`frame.attrs["hyperparameters"]` names the hyperparameter columns.
+`frame.attrs["hyperparameters"]` names the hyperparameter columns. `ensemble_frame`
+sets the last ensemble exported from the experiment beside its best single trial.
 """
 
 from __future__ import annotations
@@ -22,22 +24,26 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from data_pipeline.preprocess import IMAGE_TYPES
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError
 from results.trials import Experiment, TrialRecord, load_experiment
 
 METRICS = ("val_iou", "val_dice", "val_map")
-HEAD_COLUMNS = ("id", "status")
+#: validation scores by image type, shown where trials reported them
+TYPE_COLUMNS = tuple(f"val_{m}_{t}" for t in IMAGE_TYPES for m in ("iou", "map"))
+HEAD_COLUMNS = ("id", "status", "stage")
 TAIL_COLUMNS = METRICS + ("best_epoch", "epochs_run", "minutes", "stop_reason", "checkpoint", "engine", "experiment")
 # Sorted high-to-low; every other column low-to-high.
-DESCENDING = set(METRICS) | {"val_iou_per_image"}
+DESCENDING = set(METRICS) | set(TYPE_COLUMNS) | {"val_iou_per_image"}
 FORMATS = ("table", "csv", "md", "json", "html")
 VARIANT_PARAM = "efficientnet_variant"
 
 
 def _trial_row(trial: TrialRecord, searched: Sequence[str]) -> dict:
     best = trial.best or {}
-    row: dict = {"id": trial.trial_id, "status": trial.status}
+    row: dict = {"id": trial.trial_id, "status": trial.status,
+                 "stage": f"refit of {trial.refit_of}" if trial.refit_of else "explore"}
     config = trial.config or {}
     for name in searched:
         # the resolved value where the search dimension is a config field (EfficientNet backbone
@@ -46,7 +52,7 @@ def _trial_row(trial: TrialRecord, searched: Sequence[str]) -> dict:
     for name in TrialConfig.hyperparameter_names():
         if name not in row:
             row[name] = config.get(name, trial.params.get(name))
-    for metric in METRICS:
+    for metric in METRICS + TYPE_COLUMNS:
         value = best.get(metric)
         row[metric] = float(value) if value is not None else math.nan
     row["best_epoch"] = trial.best_epoch
@@ -80,7 +86,9 @@ def _frame(rows: list[dict], searched: Sequence[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     varying = [n for n in config_fields if n in frame and _varies(frame[n])]
     hyper = [n for n in searched if n in frame] + varying
-    frame = frame[list(HEAD_COLUMNS) + hyper + list(TAIL_COLUMNS)].copy()
+    by_type = [c for c in TYPE_COLUMNS if c in frame and frame[c].notna().any()]
+    tail = list(METRICS) + by_type + list(TAIL_COLUMNS[len(METRICS):])
+    frame = frame[list(HEAD_COLUMNS) + hyper + tail].copy()
     for column in ("best_epoch", "epochs_run"):
         frame[column] = frame[column].astype("Int64")
     frame.attrs["hyperparameters"] = hyper
@@ -91,6 +99,32 @@ def experiment_frame(experiment: Experiment) -> pd.DataFrame:
     """The leaderboard of an already loaded experiment, sorted by val_iou."""
     rows = [_trial_row(t, experiment.searched) for t in experiment.trials]
     return sort_leaderboard(_frame(rows, experiment.searched))
+
+
+def ensemble_frame(experiment: Experiment) -> pd.DataFrame | None:
+    """The last ensemble exported from the experiment beside the best single trial (None if none was):
+    rows `ensemble`, `ensemble + postprocessing` and `best single trial`, with the validation
+    scores overall and by image type."""
+    record = experiment.ensemble
+    if not record:
+        return None
+    single = record.get("best_single") or {}
+    trial = next((t for t in experiment.trials if t.trial_id == single.get("trial_id")), None)
+    members = ", ".join(f"{m['trial_id']}×{m['weight']}" for m in record.get("members", []))
+    rows = [{"model": "ensemble", "members": members, **_scores(record.get("metrics") or {})}]
+    if record.get("postprocess_metrics"):
+        rows.append({"model": "ensemble + postprocessing", "members": members,
+                     **_scores(record["postprocess_metrics"])})
+    if trial is not None and trial.best:
+        rows.append({"model": "best single trial", "members": trial.trial_id, **_scores(trial.best)})
+    frame = pd.DataFrame(rows)
+    keep = [c for c in frame.columns if c in ("model", "members") or frame[c].notna().any()]
+    return frame[keep]
+
+
+def _scores(metrics: dict) -> dict:
+    flat = {**metrics, **(metrics.get("by_type") or {})}
+    return {k: float(flat[k]) if flat.get(k) is not None else math.nan for k in METRICS + TYPE_COLUMNS}
 
 
 def leaderboard(ref: str | Path, storage: str | None = None) -> pd.DataFrame:

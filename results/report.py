@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from nuclei_search.errors import ExperimentError
-from results.leaderboard import display_value, experiment_frame
+from results.leaderboard import display_value, ensemble_frame, experiment_frame
 from results.plots import PlotUnavailable
 from results.trials import Experiment, load_experiment
 
@@ -107,6 +107,20 @@ def _leaderboard_html(experiment: Experiment, frame) -> str:
     )
     more = f"<p>{len(frame) - LEADERBOARD_ROWS} more trials not shown.</p>" if len(frame) > LEADERBOARD_ROWS else ""
     return f'<div class="scroll"><table class="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{more}'
+
+
+def _ensemble_section(experiment: Experiment) -> Section | None:
+    """The exported ensemble beside the best single trial (None until one was exported)."""
+    title = "Ensemble beside the best single trial"
+    frame = ensemble_frame(experiment)
+    if frame is None:
+        return None
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(display_value(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return Section("ensemble", title,
+                   f'<div class="scroll"><table class="leaderboard"><thead><tr>{head}</tr></thead>'
+                   f'<tbody>{body}</tbody></table></div>')
 
 
 def _overlay_section(experiment: Experiment, n_images: int) -> Section:
@@ -198,6 +212,9 @@ def build_report(ref: str | Path, out: str | Path, *, storage: str | None = None
         _figure_section("importance", "Hyperparameter importance", lambda: optuna_plots.importances(study())),
         _figure_section("timeline", "val IoU by trial over time", lambda: timeline.iou_over_time(experiment)),
     ]
+    ensemble = _ensemble_section(experiment)
+    if ensemble is not None:
+        sections.insert(1, ensemble)
     if experiment.optuna_db is not None:
         sections.append(_figure_section("optuna", "The Optuna searcher's history",
                                         lambda: optuna_plots.searcher_history(experiment)))

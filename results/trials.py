@@ -29,6 +29,7 @@ STATE_FILE = "train_state.json"
 MODEL_FILE = "model.keras"
 KT_PREFIX = "kt_trial_"
 KT_STATUS_FILE = "trial_status.json"
+ENSEMBLE_RECORD = "ensemble.json"  # the last ensemble exported from the experiment (results.export)
 # Keys Ray adds to a trial's config that are not hyperparameters.
 _NOT_PARAMS = {"resolved"}
 
@@ -166,6 +167,12 @@ class Experiment:
             if t.best_checkpoint is not None:
                 return t
         raise ExperimentError(f"experiment {self.name} has no trial with a checkpoint of its best epoch yet")
+
+    @property
+    def ensemble(self) -> dict | None:
+        """The record of the last ensemble exported from this experiment, if any."""
+        record = _read_json(self.path / ENSEMBLE_RECORD)
+        return record if isinstance(record, dict) else None
 
     @property
     def optuna_db(self) -> Path | None:

@@ -60,6 +60,7 @@ class SearchOptions:
     reuse_actors: bool = True
     refit_top: int = 0  # after exploring, train the top-K configurations again (search.refit)
     refit_epochs: int | None = None  # their length (default: the space's epochs)
+    warm_start: list[str] = dataclasses.field(default_factory=list)  # earlier experiments to start from
 
     def validate(self) -> "SearchOptions":
         if not NAME_PATTERN.match(self.name):
@@ -85,6 +86,9 @@ class SearchOptions:
             (self.refit_top == 0 or self.scheduler in ("asha", "median", "none"),
              "--refit-top needs --scheduler asha, median or none (Hyperband places every trial in its brackets)"),
             (self.refit_epochs is None or self.refit_top > 0, "--refit-epochs needs --refit-top K"),
+            (not self.warm_start or (self.engine == "ray" and self.searcher == "optuna"),
+             "--warm-start needs --engine ray with --searcher optuna"),
+            (self.name not in self.warm_start, "--warm-start cannot name the experiment being started"),
         ]
         for ok, message in checks:
             if not ok:
@@ -221,10 +225,13 @@ def _check_writable(folder: Path, label: str, hint: str) -> None:
         raise ExperimentError(f"{label} {folder} is not writable ({reason(exc)}); {hint}") from None
 
 
-def save_metadata(experiment: Path, options: SearchOptions, space_yaml: str, remote: str | None = None) -> None:
+def save_metadata(experiment: Path, options: SearchOptions, space_yaml: str, remote: str | None = None,
+                  data_fingerprint: str | None = None) -> None:
     (experiment / SPACE_FILE).write_text(space_yaml)
-    # where the live study is: Ray's saved searcher reopens it at this absolute path on resume
-    metadata = {**dataclasses.asdict(options), "study_db": str(experiment.resolve() / STUDY_FILE)}
+    # where the live study is: Ray's saved searcher reopens it at this absolute path on resume;
+    # the data fingerprint lets a later search warm-start from this one (search.warm_start)
+    metadata = {**dataclasses.asdict(options), "study_db": str(experiment.resolve() / STUDY_FILE),
+                "data_fingerprint": data_fingerprint}
     (experiment / EXPERIMENT_FILE).write_text(json.dumps(metadata, indent=2))
     if remote is not None:
         from cluster.storage import upload

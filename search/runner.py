@@ -163,12 +163,13 @@ def _run_config(options: SearchOptions, progress: bool, callbacks: list | None =
     )
 
 
-def _prepare_data(space: SearchSpace, options: SearchOptions, progress: bool) -> None:
-    """Prepare the data once in the driver, so parallel trials on this machine only read the cache."""
+def _prepare_data(space: SearchSpace, options: SearchOptions, progress: bool) -> str:
+    """Prepare the data once in the driver, so parallel trials on this machine only read the cache;
+    returns the prepared data's fingerprint."""
     from data_pipeline.preprocess import prepare
 
     config = space.resolve(space.corner_samples()[0])
-    prepare(config.data, cache_dir=config.cache_dir, progress=progress)
+    return prepare(config.data, cache_dir=config.cache_dir, progress=progress).fingerprint
 
 
 def run_search(options: SearchOptions, *, overwrite: bool = False, progress: bool = True,
@@ -195,10 +196,21 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
         log.info("grid search: every grid point runs num_samples=%d time(s)", options.num_samples)
     experiment = local_dir(options.storage, options.name)
     remote = remote_dir(options.storage, options.name)
+    fingerprint = earlier = None
+    if options.warm_start:  # read before anything is created: a bad reference changes nothing
+        from search.warm_start import earlier_trials
+
+        fingerprint = _prepare_data(space, options, progress)
+        earlier = earlier_trials(space, fingerprint, options.warm_start, options.storage)
     claim(experiment, overwrite, remote)
-    save_metadata(experiment, options, space.to_yaml(), remote)
-    if options.address is None:
-        _prepare_data(space, options, progress)
+    if fingerprint is None and options.address is None:
+        fingerprint = _prepare_data(space, options, progress)
+    save_metadata(experiment, options, space.to_yaml(), remote, data_fingerprint=fingerprint)
+    if earlier:
+        from search.optuna_searcher import study_storage
+        from search.warm_start import warm_start_study
+
+        warm_start_study(study_storage(experiment), options.name, earlier)
     from cluster.runtime import connect
 
     connect(options.address)

@@ -333,6 +333,20 @@ class SearchSpace:
                 sampled[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.kind == "loguniform")
         return dict(self.fixed)
 
+    def optuna_distributions(self) -> dict[str, Any]:
+        """The Optuna distribution of every searched param (what `define_by_run` declares)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if p.kind == "choice":
+                out[p.name] = CategoricalDistribution(list(p.values))
+            elif p.kind == "int":
+                out[p.name] = IntDistribution(int(p.low), int(p.high), log=p.log, step=1 if p.log else p.step)
+            else:
+                out[p.name] = FloatDistribution(float(p.low), float(p.high), log=p.kind == "loguniform")
+        return out
+
     def keras_tuner_values(self, hp) -> dict[str, Any]:
         """Declare the space on a KerasTuner HyperParameters object; return the sampled values."""
         sampled: dict[str, Any] = {}

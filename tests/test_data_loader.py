@@ -125,3 +125,27 @@ def test_val_arrays(prepared):
         assert 0.0 <= image.min() and image.max() <= 1.0
         assert labels.dtype == np.uint16 and labels.shape == prepared.shapes[image_id]
         np.testing.assert_array_equal(image, normalize_image(prepared.load(image_id)[0]))
+
+
+def test_stain_policy_recolours_and_inverts_but_keeps_the_target():
+    """`stain`: a grey image comes out tinted (channels differ) in some crops and inverted
+    (dark nuclei on light) in others; `light` never changes the colour balance; targets move
+    only with the flips/rotations both policies share."""
+    from data_pipeline.augment import augment_pair
+
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    nucleus = ((yy - 16) ** 2 + (xx - 16) ** 2 < 36).astype(np.float32)
+    grey = np.repeat((0.1 + 0.8 * nucleus)[..., None], 3, axis=-1)  # bright nucleus on dark ground
+    target = nucleus[..., None]
+    tinted = inverted = 0
+    for k in range(40):
+        seed = tf.constant([k, 7], tf.int64)
+        image, out = (t.numpy() for t in augment_pair(tf.constant(grey), tf.constant(target), seed, "stain"))
+        light, out_light = (t.numpy() for t in augment_pair(tf.constant(grey), tf.constant(target), seed, "light"))
+        np.testing.assert_array_equal(out, out_light)
+        assert np.ptp(light, axis=-1).max() < 1e-6  # light keeps grey grey
+        assert image.min() >= 0.0 and image.max() <= 1.0
+        tinted += np.ptp(image, axis=-1).max() > 0.05
+        mask = out[..., 0] > 0.5
+        inverted += image[mask].mean() < image[~mask].mean()
+    assert tinted >= 20 and 3 <= inverted <= 25, (tinted, inverted)

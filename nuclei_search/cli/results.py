@@ -14,7 +14,7 @@ from results.leaderboard import FORMATS
 
 STORAGE_HELP = "storage root the experiments are in (default ./experiments or $NUCLEI_SEARCH_STORAGE)"
 # Columns left out of the terminal table (long paths; the other formats keep them).
-TABLE_HIDDEN = ("checkpoint",)
+TABLE_HIDDEN = ("checkpoint", "val_map_fluorescence", "val_map_brightfield", "val_map_histology")
 
 
 def register(sub) -> None:
@@ -135,8 +135,11 @@ def _board_options(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- tables
 # Shorter headers for the terminal table.
 TABLE_HEADERS = {"best_epoch": "best ep", "epochs_run": "ran", "minutes": "min", "stop_reason": "stop",
-                 "experiment": "experiment"}
-NUMERIC = ("val_iou", "val_dice", "val_map", "best_epoch", "epochs_run", "minutes")
+                 "experiment": "experiment", "val_iou_fluorescence": "iou fluo", "val_iou_brightfield": "iou bf",
+                 "val_iou_histology": "iou histo", "val_map_fluorescence": "map fluo",
+                 "val_map_brightfield": "map bf", "val_map_histology": "map histo"}
+NUMERIC = ("val_iou", "val_dice", "val_map", "best_epoch", "epochs_run", "minutes") + tuple(
+    k for k in TABLE_HEADERS if k.startswith("val_"))
 
 
 def _rich_table(frame, title: str, hidden: tuple[str, ...] = ()):
@@ -172,9 +175,11 @@ def _print_table(table) -> None:
 
 
 def leaderboard_cmd(args: argparse.Namespace) -> int:
-    from results.leaderboard import format_leaderboard, leaderboard, sort_leaderboard
+    from results.leaderboard import ensemble_frame, experiment_frame, format_leaderboard, sort_leaderboard
+    from results.trials import load_experiment
 
-    frame = sort_leaderboard(leaderboard(args.experiment, args.storage), args.sort, args.top, args.reverse)
+    experiment = load_experiment(args.experiment, args.storage)
+    frame = sort_leaderboard(experiment_frame(experiment), args.sort, args.top, args.reverse)
     if args.format != "table":
         sys.stdout.write(format_leaderboard(frame, args.format))
         return 0
@@ -183,6 +188,9 @@ def leaderboard_cmd(args: argparse.Namespace) -> int:
         return 0
     title = f"{frame['experiment'].iloc[0]} ({frame['engine'].iloc[0]}): {len(frame)} trials, sorted by {args.sort}"
     _print_table(_rich_table(frame, title, hidden=TABLE_HIDDEN + ("status", "engine", "experiment")))
+    ensemble = ensemble_frame(experiment)
+    if ensemble is not None:
+        _print_table(_rich_table(ensemble, "the exported ensemble beside the best single trial (validation)"))
     return 0
 
 

@@ -54,6 +54,9 @@ def register(sub) -> None:
                         "again from scratch for --refit-epochs, as trials of the same experiment (default 0: no refit)")
     p.add_argument("--refit-epochs", type=int, default=None, metavar="E",
                    help="epochs of each refit trial (default: the space's epochs)")
+    p.add_argument("--warm-start", nargs="+", default=[], metavar="EXP",
+                   help="add the finished trials of these earlier experiments (same data) to the new Optuna "
+                        "study before it samples; trials outside the new space are skipped")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment of this name")
     p.add_argument("--resume", action="store_true", help="continue the existing experiment of this name")
     p.add_argument("--quiet", action="store_true", help="no progress table")
@@ -100,7 +103,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             max_epochs=args.max_epochs, grace_period=args.grace_period, data=args.data, storage=args.storage,
             address=args.address, seed=args.seed, engine=args.engine, kt_tuner=args.kt_tuner,
             max_failures=args.max_failures, cache_dir=args.cache_dir, reuse_actors=args.reuse_actors,
-            refit_top=args.refit_top, refit_epochs=args.refit_epochs,
+            refit_top=args.refit_top, refit_epochs=args.refit_epochs, warm_start=list(args.warm_start),
         )
         summary = run_search(options, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(summary)

@@ -17,16 +17,6 @@ from results.trials import Experiment
 METRIC = "val_iou"
 
 
-def _distribution(param):
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if param.kind == "choice":
-        return CategoricalDistribution(list(param.values))
-    if param.kind == "int":
-        return IntDistribution(int(param.low), int(param.high), log=param.log, step=1 if param.log else param.step)
-    return FloatDistribution(float(param.low), float(param.high), log=param.kind == "loguniform")
-
-
 def _fits(dist, value) -> bool:
     """Whether a sampled value lies in the distribution (a space edited after the search may differ)."""
     from optuna.distributions import CategoricalDistribution
@@ -46,10 +36,10 @@ def leaderboard_study(experiment: Experiment):
     if experiment.space is None:
         raise PlotUnavailable("the experiment's search space (space.yaml) cannot be read")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {p.name: _distribution(p) for p in experiment.space.params}
+    distributions = experiment.space.optuna_distributions()
     study = optuna.create_study(direction="maximize", study_name=f"{experiment.name}-leaderboard")
     for trial in experiment.trials:
-        if trial.best is None:
+        if trial.best is None or trial.refit_of:  # a refit repeats a searched configuration, trained longer
             continue
         params, dists = {}, {}
         for name, dist in distributions.items():

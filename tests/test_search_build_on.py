@@ -1,0 +1,229 @@
+"""A search that builds on what is known: `start_from` points, a refit stage, warm start from
+earlier experiments, and an ensemble export with postprocessing chosen on validation.
+
+One real tiny search (Ray Tune + Optuna + ASHA, 12 synthetic images, 32 px) serves the
+module: two `start_from` points (decoder depths 4 and 3) then one sampled trial, and a
+refit stage that trains the top two configurations again for 3 epochs instead of 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from nuclei_search.cli import main
+from nuclei_search.errors import ConfigError
+from search.experiment import SearchOptions
+from search.runner import run_search
+from search.space import SearchSpace
+from search_helpers import assert_one_line_error, run_cli, snapshot, trial_results
+
+pytestmark = pytest.mark.slow
+
+SPACE = """
+fixed:
+  data: synthetic:12
+  image_size: 32
+  epochs: 2
+  batch_size: 4
+  crops_per_image: 1
+  base_filters: 4
+  backbone: none
+  augment: flip
+  instance_method: cc
+params:
+  decoder_depth: {int: [3, 4]}
+  learning_rate: {choice: [1.0e-6, 3.0e-3, 1.0e-2]}
+  loss: {choice: [bce, bce_dice]}
+start_from:
+  - {decoder_depth: 4, learning_rate: 3.0e-3, loss: bce}
+  - {decoder_depth: 3, learning_rate: 1.0e-2}
+"""
+EXPLORE, REFIT, REFIT_EPOCHS = 3, 2, 3
+
+
+@pytest.fixture(scope="module")
+def searched(local_ray, tmp_path_factory):
+    root = tmp_path_factory.mktemp("build-on")
+    (root / "space.yaml").write_text(SPACE)
+    options = SearchOptions(name="known", space=str(root / "space.yaml"), num_samples=EXPLORE, max_concurrent=2,
+                            storage=str(root / "exp"), seed=1, refit_top=REFIT, refit_epochs=REFIT_EPOCHS)
+    summary = run_search(options, progress=False)
+    assert summary.trials == EXPLORE + REFIT and summary.errored == 0
+    return root, summary.experiment
+
+
+# --------------------------------------------------------------------------- start_from
+def test_start_from_entries_are_validated_against_the_space(tmp_path):
+    base = SPACE.split("start_from:")[0]
+    good = SearchSpace.from_text(SPACE)
+    assert good.start_from == ({"decoder_depth": 4, "learning_rate": 3.0e-3, "loss": "bce"},
+                               {"decoder_depth": 3, "learning_rate": 1.0e-2})
+    assert SearchSpace.from_text(good.to_yaml()).start_from == good.start_from  # saved with the experiment
+    # a param that becomes fixed (--max-epochs, --data ...) leaves the entries
+    assert good.with_fixed(decoder_depth=3).start_from[0] == {"learning_rate": 3.0e-3, "loss": "bce"}
+    bad = {
+        "- {learning_rate: 5.0e-3}": "outside the space",
+        "- {decoder_depth: 6}": "outside the space",
+        "- {decoder_depth: 3.5}": "outside the space",
+        "- {epochs: 3}": "is fixed in this space",
+        "- {optimizer: sgd}": "is not a searched param",
+        "- {}": "non-empty mapping",
+        "{decoder_depth: 3}": "must be a list",
+    }
+    for entry, message in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            SearchSpace.from_text(base + "start_from:\n  " + entry + "\n")
+
+
+def test_start_from_points_are_evaluated_first(searched):
+    _, experiment = searched
+    study = optuna.load_study(study_name="known", storage=f"sqlite:///{experiment / 'optuna.db'}")
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert len(trials) == EXPLORE  # refit trials are not Optuna's samples
+    assert trials[0].params == {"decoder_depth": 4, "learning_rate": 3.0e-3, "loss": "bce"}
+    assert {k: trials[1].params[k] for k in ("decoder_depth", "learning_rate")} == {
+        "decoder_depth": 3, "learning_rate": 1.0e-2}
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+# --------------------------------------------------------------------------- refit
+def test_refit_trains_the_top_configurations_again_as_trials_of_the_experiment(searched, capsys):
+    from results.leaderboard import experiment_frame
+    from results.trials import load_experiment
+
+    _, path = searched
+    experiment = load_experiment(path)
+    explored = [t for t in experiment.trials if not t.refit_of]
+    refits = [t for t in experiment.trials if t.refit_of]
+    assert len(explored) == EXPLORE and len(refits) == REFIT
+    # the top two explored trials by their best val_iou, each trained again from scratch for longer
+    best_of = {t.trial_id: max(r["val_iou_best"] for r in trial_results(t.folder)) for t in explored}
+    top = sorted(best_of, key=lambda i: -best_of[i])[:REFIT]
+    assert sorted(t.refit_of for t in refits) == sorted(top)
+    for refit in refits:
+        source = experiment.trial(refit.refit_of)
+        assert refit.params == source.params
+        assert refit.config == {**source.config, "epochs": REFIT_EPOCHS}
+        assert refit.epochs_run == REFIT_EPOCHS and refit.stop_reason == "completed"  # ASHA left it alone
+        assert refit.best_checkpoint is not None
+        assert refit.started >= max(t.ended for t in explored) - 1  # after every exploration trial ended
+    frame = experiment_frame(experiment)
+    stages = dict(zip(frame["id"], frame["stage"]))
+    assert {stages[t.trial_id] for t in refits} == {f"refit of {t.refit_of}" for t in refits}
+    assert {stages[t.trial_id] for t in explored} == {"explore"}
+
+
+def test_refit_options_are_checked(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    for extra, message in ((["--refit-top", "2", "--searcher", "random"], "--refit-top needs"),
+                           (["--refit-top", "1", "--scheduler", "hyperband"], "Hyperband"),
+                           (["--refit-epochs", "4"], "--refit-epochs needs --refit-top")):
+        code, _, err = run_cli(capsys, "run", "--space", space, "--storage", tmp_path / "exp", "--name", "x",
+                               "--quiet", *extra)
+        assert_one_line_error(code, err, message)
+    assert not (tmp_path / "exp").exists()
+
+
+# --------------------------------------------------------------------------- warm start
+def test_warm_start_adds_the_earlier_trials_that_fit_the_new_space(searched, tmp_path, caplog):
+    root, experiment = searched
+    # the new space drops the 1e-6 learning rate and searches dropout, which the old one held fixed at 0
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.split("start_from:")[0].replace("[1.0e-6, 3.0e-3, 1.0e-2]", "[3.0e-3, 1.0e-2]")
+                     + "  dropout: {uniform: [0.0, 0.2]}\n")
+    old = optuna.load_study(study_name="known", storage=f"sqlite:///{experiment / 'optuna.db'}")
+    fitting = [t for t in old.trials if t.params["learning_rate"] != 1.0e-6]
+    options = SearchOptions(name="warm", space=str(space), num_samples=1, max_concurrent=1,
+                            storage=str(root / "exp"), seed=2, warm_start=["known"], max_epochs=1)
+    with caplog.at_level(logging.INFO, logger="search.warm_start"):
+        summary = run_search(options, progress=False)
+    assert summary.trials == 1 and summary.errored == 0
+    study = optuna.load_study(study_name="warm", storage=f"sqlite:///{summary.experiment / 'optuna.db'}")
+    added = [t for t in study.trials if "warm_start_from" in t.user_attrs]
+    assert len(added) == len(fitting) and len(study.trials) == len(fitting) + 1
+    for t in added:
+        source = old.trials[int(t.user_attrs["warm_start_from"].split("#")[1])]
+        assert t.value == source.value
+        assert t.params == {**source.params, "dropout": 0.0}
+    skipped = [r.message for r in caplog.records if "skipping trial" in r.message]
+    assert len(skipped) == EXPLORE - len(fitting)
+    assert all("learning_rate=1e-06 is outside the new space" in m for m in skipped)
+    recorded = json.loads((summary.experiment / "nuclei_search.json").read_text())
+    assert recorded["warm_start"] == ["known"] and recorded["data_fingerprint"]
+
+
+def test_warm_start_from_other_data_is_refused_and_creates_nothing(searched, tmp_path, capsys):
+    root, _ = searched
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    before = snapshot(root / "exp")
+    code, _, err = run_cli(capsys, "run", "--space", space, "--storage", root / "exp", "--name", "other-data",
+                           "--data", "synthetic:10", "--warm-start", "known", "--quiet")
+    assert_one_line_error(code, err, "--warm-start known", "other data")
+    assert snapshot(root / "exp") == before
+
+
+# --------------------------------------------------------------------------- ensemble export
+@pytest.fixture(scope="module")
+def ensemble(searched, tmp_path_factory):
+    _, experiment = searched
+    out = tmp_path_factory.mktemp("ensemble") / "model"
+    assert main(["export", str(experiment), "--out", str(out), "--ensemble", str(EXPLORE + REFIT)]) == 0
+    return out, json.loads((out / "model_card.json").read_text())
+
+
+def test_ensemble_of_members_of_different_depths_round_trips(ensemble):
+    import keras
+    import tensorflow as tf
+
+    import models.layers  # noqa: F401  (registers the package's layers)
+
+    out, card = ensemble
+    members = card["ensemble"]["members"]
+    assert len(members) == EXPLORE + REFIT and {m["stride"] for m in members} == {8, 16}
+    assert card["input"]["stride_multiple"] == 1  # each member pads to its own stride inside
+    model = keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
+    assert not any(type(layer).__name__ == "Lambda" for layer in model.layers)
+    served = tf.saved_model.load(str(out / "saved_model"))
+    image = np.random.default_rng(0).random((1, 37, 50, 3), dtype=np.float32)  # no stride divides 37 or 50
+    a = np.asarray(model.predict_on_batch(image))
+    b = served.serve(tf.constant(image)).numpy()
+    assert a.shape == (1, 37, 50, 1)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert card["verification"]["ok"] and card["verification"]["max_prob_diff"] < 1e-5
+
+
+def test_ensemble_card_scores_are_reproduced_by_evaluate_and_shown_beside_the_best_trial(ensemble, searched,
+                                                                                         capsys):
+    from results.leaderboard import ensemble_frame
+    from results.trials import load_experiment
+
+    out, card = ensemble
+    post = card["postprocess"]
+    assert post["chosen_on"].startswith("validation") and 0 < post["threshold"] < 1
+    assert post["metrics"]["val_map"] == pytest.approx(post["val_map"])
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", "synthetic:12", "--split", "val", "--format", "json",
+                 "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["threshold"] == post["threshold"] and result["postprocess"]["min_size"] == post["min_size"]
+    assert result["pooled"]["iou"] == pytest.approx(post["metrics"]["val_iou"], abs=1e-3)
+    assert result["mean"]["map"] == pytest.approx(post["metrics"]["val_map"], abs=1e-3)
+    # a flag overrides the card's choice
+    assert main(["evaluate", str(out), "--data", "synthetic:12", "--split", "val", "--format", "json",
+                 "--quiet", "--threshold", "0.5", "--min-size", "0"]) == 0
+    overridden = json.loads(capsys.readouterr().out)
+    assert overridden["threshold"] == 0.5 and overridden["postprocess"]["min_size"] == 0
+    assert overridden["pooled"]["iou"] == pytest.approx(card["metrics"]["val_iou"], abs=1e-3)
+
+    frame = ensemble_frame(load_experiment(searched[1]))
+    assert list(frame["model"]) == ["ensemble", "ensemble + postprocessing", "best single trial"]
+    assert frame["val_iou"].iloc[0] == pytest.approx(card["metrics"]["val_iou"])
+    assert frame["members"].iloc[2] == card["ensemble"]["best_single"]["trial_id"]
