@@ -185,3 +185,46 @@ run_search(SearchOptions(name="window", space={str(space)!r}, num_samples=2, max
         assert starts[-1]["resumed_from_epoch"] > int(checkpoint.name.split("_")[-1]) + 1, starts
     study = optuna.load_study(study_name="window", storage=f"sqlite:///{experiment / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_kill_9_during_the_refit_stage_then_resume_continues_the_refit_trial(tmp_path):
+    """The driver dies while a refit trial trains (search.refit). `resume` continues that trial
+    from its checkpoint, starts no second refit and no new exploration trial, and the refit
+    trial ends with every epoch trained once (at most the one in flight twice)."""
+    refit_epochs = 5
+    space = write_space(tmp_path, epochs=2)
+    storage = tmp_path / "exp"
+    experiment = storage / "refit"
+    log = tmp_path / "driver.log"
+    run = ["run", "--space", str(space), "--name", "refit", "--num-samples", "2", "--max-concurrent", "2",
+           "--storage", str(storage), "--quiet", "--seed", "1", "--refit-top", "1", "--refit-epochs",
+           str(refit_epochs)]
+
+    def refit_trials():
+        if not experiment.is_dir():
+            return []
+        return [t for t in trial_dirs(experiment) if "refit_of" in json.loads((t / "params.json").read_text())]
+
+    def refit_running(started, finished):
+        trials = refit_trials()
+        return bool(trials) and 1 <= len(trial_results(trials[0])) < refit_epochs
+
+    _kill_when(_start(run, log), experiment, refit_running, "a refit trial is training")
+    final = subprocess.run([sys.executable, "-m", "nuclei_search", "resume", "refit", "--storage", str(storage),
+                            "--quiet"], capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert "trials: 3 (3 finished, 0 errored)" in final.stdout, final.stdout
+
+    (refit,) = refit_trials()
+    params = json.loads((refit / "params.json").read_text())
+    rows = trial_results(refit)
+    epochs = [r["epoch"] for r in rows]
+    assert sorted(set(epochs)) == list(range(1, refit_epochs + 1)) and len(epochs) - len(set(epochs)) <= 1, epochs
+    starts = trial_starts(refit)
+    assert len(starts) == 2 and starts[0]["resumed_from_epoch"] is None
+    assert starts[1]["resumed_from_epoch"] >= 1, starts  # continued from its checkpoint
+    explored = [t for t in trial_dirs(experiment) if t != refit]
+    best = max(explored, key=lambda t: max(r["val_iou_best"] for r in trial_results(t)))
+    assert params["refit_of"] == best.name.removeprefix("trial_")
+    study = optuna.load_study(study_name="refit", storage=f"sqlite:///{experiment / 'optuna.db'}")
+    assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
