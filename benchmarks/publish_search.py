@@ -4,7 +4,11 @@ Writes, for the README and BENCHMARKS.md, into `benchmarks/results/`:
 `<name>_leaderboard.md` (the top rows of `nuclei-search leaderboard`), `<name>_iou_over_time.png`
 (each trial as a bar from its start to its end at the height of its best validation IoU,
 coloured by how it stopped, with the running best) and `<name>.json` (the winner and the
-search's totals). Only scores are published: no image of the data.
+search's totals). With `--export DIR` (an ensemble exported from the search) it also writes
+`<name>_proof.md`: on the same validation images, the seed notebook (`--seed-notebook`, its
+benchmark's JSON), the best exploration trial, the best refit trial, the ensemble and the
+ensemble with its chosen postprocessing, overall and by image type. Only scores are
+published: no image of the data.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 
 from benchmarks.common import RESULTS
 
@@ -54,6 +59,48 @@ def plot_iou_over_time(experiment, path) -> None:
     plt.close(fig)
 
 
+TYPES = ("fluorescence", "brightfield", "histology")
+
+
+def _row(model: str, metrics: dict, minutes: float | None, note: str = "") -> dict:
+    flat = {**metrics, **(metrics.get("by_type") or {})}
+    row = {"model": model}
+    for key in ("val_iou", "val_iou_per_image", "val_dice", "val_map"):
+        row[key] = flat.get(key)
+    for kind in TYPES:
+        for m in ("iou", "map"):
+            row[f"{m} {kind}"] = flat.get(f"val_{m}_{kind}")
+    row["minutes"] = round(minutes, 1) if minutes is not None else None
+    row["what"] = note
+    return row
+
+
+def proof_rows(experiment, card: dict, seed: dict | None, wall_minutes: float | None) -> list[dict]:
+    """The issue-13 table: seed notebook | best single trial | refit winner | ensemble | + postprocessing."""
+    rows = []
+    if seed is not None:
+        details = seed["details"]
+        by_type = {f"val_{m}_{k}": v[m] for k, v in (details.get("by_type") or {}).items() for m in ("iou", "map")}
+        rows.append(_row("seed notebook", {**details, "by_type": by_type}, details["train_seconds"] / 60,
+                         f"fixed recipe, {details['epochs']} epochs"))
+    scored = [t for t in experiment.trials if t.best is not None]
+    explored = [t for t in scored if not t.refit_of]
+    refits = [t for t in scored if t.refit_of]
+    for label, trials in (("best single search trial", explored), ("refit winner", refits)):
+        if trials:
+            best = max(trials, key=lambda t: float(t.best["val_iou"]))
+            rows.append(_row(label, best.best, best.seconds / 60,
+                             f"trial {best.trial_id}, epoch {best.best_epoch} of {best.epochs_run}"))
+    members = ", ".join(f"{m['trial_id']}×{m['weight']}" for m in card["ensemble"]["members"])
+    rows.append(_row("ensemble", card["metrics"], wall_minutes, f"{members}; search + refit wall time"))
+    post = card.get("postprocess")
+    if post:
+        rows.append(_row("ensemble + chosen postprocessing", post["metrics"], wall_minutes,
+                         f"threshold {post['threshold']}, min_size {post['min_size']}, h {post['h']}, "
+                         f"boundary_threshold {post['boundary_threshold']}"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from results.leaderboard import experiment_frame, markdown_table, sort_leaderboard
     from results.trials import load_experiment
@@ -62,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiment")
     parser.add_argument("--storage", default=None)
     parser.add_argument("--top", type=int, default=8)
+    parser.add_argument("--export", default=None, metavar="DIR", help="an ensemble exported from the search")
+    parser.add_argument("--seed-notebook", default=None, metavar="JSON",
+                        help="the seed notebook benchmark's result (benchmarks/results/seed_notebook.json)")
     args = parser.parse_args(argv)
     experiment = load_experiment(args.experiment, args.storage)
     frame = sort_leaderboard(experiment_frame(experiment))
@@ -84,6 +134,16 @@ def main(argv: list[str] | None = None) -> int:
         "winner": {k: (v.item() if hasattr(v, "item") else v) for k, v in winner.items() if k in columns},
         "published": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if args.export:
+        import pandas as pd
+
+        card = json.loads((Path(args.export) / "model_card.json").read_text())
+        seed = json.loads(Path(args.seed_notebook).read_text()) if args.seed_notebook else None
+        rows = proof_rows(experiment, card, seed, summary["wall_minutes"])
+        proof = markdown_table(pd.DataFrame(rows))
+        (RESULTS / f"{name}_proof.md").write_text(proof + "\n")
+        summary["proof"] = rows
+        print(proof)
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(table)
     print(json.dumps(summary["winner"], indent=1, default=str))

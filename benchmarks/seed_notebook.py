@@ -149,7 +149,8 @@ def run(quick: bool, epochs: int = 20, budget_seconds: float | None = None) -> d
         small = model.predict(x_val, batch_size=BATCH_SIZE, verbose=0)
         probs = [resize(p[..., 0], lab.shape).astype(np.float32)[..., None] for p, (_, lab) in zip(small, val)]
     labels = [lab for _, lab in val]
-    scores = score_predictions(probs, labels, threshold=0.5, instance_method="watershed", ids=val_ids)
+    scores = score_predictions(probs, labels, threshold=0.5, instance_method="watershed", ids=val_ids,
+                               types=[prepared.types.get(i, "unknown") for i in val_ids])
     n_pixels = sum(lab.size for lab in labels)
     correct = sum(int(np.count_nonzero((p[..., 0] > 0.5) == (lab > 0))) for p, lab in zip(probs, labels))
     background = sum(int(np.count_nonzero(lab == 0)) for lab in labels)
@@ -158,7 +159,7 @@ def run(quick: bool, epochs: int = 20, budget_seconds: float | None = None) -> d
     return common.result(
         NAME, MEASURE, TARGET, value, "IoU", met=math.isfinite(value),
         val_iou=scores.iou, val_iou_per_image=scores.iou_per_image, val_dice=scores.dice, val_map=scores.map,
-        val_pixel_accuracy=correct / n_pixels, all_background_pixel_accuracy=background / n_pixels,
+        by_type=scores.by_type, val_pixel_accuracy=correct / n_pixels, all_background_pixel_accuracy=background / n_pixels,
         epochs=len(epoch_seconds), budget_seconds=budget_seconds, train_seconds=round(sum(epoch_seconds), 2),
         epoch_seconds=[round(s, 2) for s in epoch_seconds], final_train=history[-1],
         squash_seconds=round(prep_seconds(), 2), predict_and_resize_seconds=round(predict_seconds(), 2),

@@ -44,6 +44,14 @@ class EvaluationResult:
         return metrics
 
 
+def type_metrics(row: dict) -> dict:
+    """The per-image-type validation metrics of a metrics row (`val_iou_histology`, ...)."""
+    from data_pipeline.preprocess import IMAGE_TYPES
+
+    names = {f"val_{m}_{t}" for m in TYPE_METRICS for t in IMAGE_TYPES}
+    return {k: v for k, v in row.items() if k in names}
+
+
 def _safe_ratio(num: float, den: float) -> float:
     return float(num / den) if den else 1.0
 

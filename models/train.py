@@ -73,6 +73,8 @@ class TrainResult:
 
     def metrics_record(self) -> dict:
         """The content of metrics.json."""
+        from models.evaluation import type_metrics
+
         best = self.best
         return {
             "val_iou": best.get("val_iou"),
@@ -88,15 +90,6 @@ class TrainResult:
             "data_fingerprint": self.data_fingerprint,
             "config": self.config.to_dict(),
         }
-
-
-def type_metrics(row: dict) -> dict:
-    """The per-image-type validation metrics of a metrics row (`val_iou_histology`, ...)."""
-    from data_pipeline.preprocess import IMAGE_TYPES
-    from models.evaluation import TYPE_METRICS
-
-    names = {f"val_{m}_{t}" for m in TYPE_METRICS for t in IMAGE_TYPES}
-    return {k: v for k, v in row.items() if k in names}
 
 
 def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps: int) -> None:

@@ -38,9 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.evaluation import score_predictions
+from models.evaluation import score_predictions, type_metrics
 from models.postprocess import Postprocess
-from models.train import type_metrics
 from nuclei_search.config import TrialConfig
 from nuclei_search.outputs import prepare_output_dir
 from nuclei_search.errors import ConfigError, ExperimentError, NucleiSearchError
@@ -302,11 +301,16 @@ def export_ensemble(
     from results.ensemble import DEFAULT_POOL, parse_size, ranked_trials, select_members
 
     members_wanted = parse_size(size)
+    if pool is not None and pool < 1:
+        raise ConfigError(f"--ensemble-pool must be >= 1 (got {pool})")
     out = Path(out)
     experiment = load_experiment(ref, storage)
     ranked = ranked_trials(experiment)
     if not ranked:
         raise ExperimentError(f"experiment {experiment.name} has no trial with a checkpoint of its best epoch yet")
+    if members_wanted is not None and members_wanted > len(ranked):
+        raise ConfigError(f"--ensemble {members_wanted}: experiment {experiment.name} has only {len(ranked)} "
+                          "trial(s) with a best-epoch checkpoint")
     prepare_output_dir(out, overwrite, EXPORT_FILES)
     configure_tensorflow(cpus=cpus)
     base = ranked[0].trial_config().replace(cache_dir=None)

@@ -130,6 +130,9 @@ def run_keras_tuner(options: SearchOptions, *, overwrite: bool = False, progress
         experiment = local_dir(options.storage, options.name)
         claim(experiment, overwrite)
         save_metadata(experiment, options, space.to_yaml())
+    if space.start_from:  # KerasTuner's oracles have no API to enqueue given points
+        log.warning("the space's start_from entries are not used by the keras-tuner engine "
+                    "(Ray Tune + Optuna evaluates them first: --engine ray)")
     tuner = _make_tuner(options, space, experiment, overwrite=False, progress=progress)
     started = time.perf_counter()
     tuner.search(verbose=1 if progress else 0)

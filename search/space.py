@@ -205,7 +205,11 @@ class SearchSpace:
             if not isinstance(point, dict) or not point:
                 raise fail("must be a non-empty mapping of searched param: value")
             for name, value in point.items():
+                if not isinstance(name, str):
+                    raise fail("keys must be param names")
                 param = by_name.get(name)
+                if isinstance(value, (dict, list)) or value is None:  # never repr: a YAML bomb would expand
+                    raise fail(f"'{name}' must be a single value")
                 if param is None:
                     why = "is fixed in this space" if name in self.fixed else "is not a searched param"
                     raise fail(f"'{name}' {why}; searched: {', '.join(by_name)}")

@@ -75,6 +75,10 @@ def translate(space: SearchSpace, old_space: SearchSpace, params: dict) -> tuple
         if value is None or not p.contains(value):
             return None, f"{p.name}={value!r} is outside the new space ({p.describe()})"
         translated[p.name] = value
+    try:
+        space.resolve(translated)
+    except ConfigError as exc:
+        return None, f"it is not a valid configuration in the new space ({exc})"
     return translated, ""
 
 

@@ -227,3 +227,15 @@ def test_ensemble_card_scores_are_reproduced_by_evaluate_and_shown_beside_the_be
     assert list(frame["model"]) == ["ensemble", "ensemble + postprocessing", "best single trial"]
     assert frame["val_iou"].iloc[0] == pytest.approx(card["metrics"]["val_iou"])
     assert frame["members"].iloc[2] == card["ensemble"]["best_single"]["trial_id"]
+
+
+def test_bad_ensemble_requests_are_one_line_errors(searched, tmp_path, capsys):
+    _, experiment = searched
+    for extra, message in ((["--ensemble", "0"], "positive number of members or 'auto'"),
+                           (["--ensemble", "best"], "positive number of members or 'auto'"),
+                           (["--ensemble", "9"], "has only 5 trial(s)"),
+                           (["--ensemble", "auto", "--ensemble-pool", "0"], "--ensemble-pool must be >= 1"),
+                           (["--ensemble", "2", "--trial", "x"], "excludes --trial")):
+        code, _, err = run_cli(capsys, "export", experiment, "--out", tmp_path / "e", *extra)
+        assert_one_line_error(code, err, message)
+    assert not (tmp_path / "e").exists()

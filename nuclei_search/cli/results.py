@@ -44,11 +44,13 @@ def register(sub) -> None:
     rep.add_argument("--storage", default=None, metavar="DIR", help=STORAGE_HELP)
     rep.set_defaults(func=report_cmd)
 
-    exp = sub.add_parser("export", help="export the best (or a chosen) trial as model.keras + SavedModel + card",
-                         description="Export a trial's best-epoch checkpoint: model.keras (no optimizer), "
-                                     "saved_model/ (model.export) and model_card.json. The reloaded export is "
-                                     "re-evaluated on the trial's validation split and must reproduce its "
-                                     "leaderboard val_iou within 0.001.")
+    exp = sub.add_parser("export", help="export the best (or a chosen) trial, or an ensemble, as model.keras + "
+                                        "SavedModel + card",
+                         description="Export a trial's best-epoch checkpoint (or, with --ensemble, one model "
+                                     "averaging several): model.keras (no optimizer), saved_model/ (model.export) "
+                                     "and model_card.json. The reloaded export is re-evaluated on the validation "
+                                     "split and must reproduce its val_iou within 0.001; the postprocessing "
+                                     "(threshold, smallest nucleus, watershed markers) is chosen there.")
     exp.add_argument("experiment", metavar="EXP", help="experiment name or folder")
     exp.add_argument("--trial", default=None, metavar="ID", help="trial id (default: the best val_iou)")
     exp.add_argument("--out", type=Path, required=True, help="export folder (must be new or empty)")

@@ -24,6 +24,7 @@ def yaml_bomb(levels: int, where: str) -> str:
     last = f"*l{levels - 1}"
     body = {"choice": f"params: {{loss: {{choice: {last}}}}}",
             "fixed": f"fixed: {{epochs: {last}}}\nparams: {{loss: {{choice: [bce]}}}}",
+            "start_from": f"params: {{loss: {{choice: [bce]}}}}\nstart_from: [{{loss: {last}}}]",
             "description": "params: {loss: {choice: [bce]}}"}[where]
     return "\n".join(lines) + "\n" + body + "\n"
 
@@ -48,6 +49,10 @@ def yaml_bomb(levels: int, where: str) -> str:
         ("params: {loss: {choice: *nowhere}}", "not valid YAML"),
         (yaml_bomb(9, "choice"), "choice values must be plain scalars"),
         (yaml_bomb(9, "fixed"), "fixed 'epochs' must be a single value"),
+        (yaml_bomb(9, "start_from").replace("description:", "fixed: {}\nanchors:"), "unknown top-level key"),
+        ("params: {loss: {choice: [bce]}}\nstart_from: [{loss: [bce, [bce, bce]]}]",
+         "start_from entry 1: 'loss' must be a single value"),
+        ("params: {loss: {choice: [bce]}}\nstart_from: [{loss: focal}]", "loss='focal' is outside the space"),
         ("description: 42\nparams: {loss: {choice: [bce]}}", "'description' must be a string (got int)"),
         ("description: " + "x" * 10_001 + "\nparams: {loss: {choice: [bce]}}",
          "'description' has 10001 characters; at most 10000"),
