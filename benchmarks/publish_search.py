@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = sort_leaderboard(experiment_frame(experiment))
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = experiment.name
-    columns = [c for c in ("trial_id", *experiment.searched, "val_iou", "val_iou_per_image", "val_dice", "val_map",
+    columns = [c for c in ("id", "stage", *experiment.searched, "val_iou", "val_iou_per_image", "val_dice", "val_map",
                            "best_epoch", "epochs_run", "minutes", "stop_reason") if c in frame.columns]
     top = frame.head(args.top)[columns]
     table = markdown_table(top)
