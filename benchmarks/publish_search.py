@@ -59,15 +59,14 @@ def plot_iou_over_time(experiment, path) -> None:
     plt.close(fig)
 
 
-TYPES = ("fluorescence", "brightfield", "histology")
-
-
 def _row(model: str, metrics: dict, minutes: float | None, note: str = "") -> dict:
     flat = {**metrics, **(metrics.get("by_type") or {})}
     row = {"model": model}
     for key in ("val_iou", "val_iou_per_image", "val_dice", "val_map"):
         row[key] = flat.get(key)
-    for kind in TYPES:
+    from data_pipeline.preprocess import IMAGE_TYPES
+
+    for kind in IMAGE_TYPES:
         for m in ("iou", "map"):
             row[f"{m} {kind}"] = flat.get(f"val_{m}_{kind}")
     row["minutes"] = round(minutes, 1) if minutes is not None else None

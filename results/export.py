@@ -332,7 +332,8 @@ def export_ensemble(
     expected = selection.mean_probs()
     drift = max(float(np.abs(a - b).max()) for a, b in zip(probs, expected))
     scores = score_predictions(probs, labels, config.threshold, config.instance_method, types=types)
-    metrics = {"split": "validation", **scores.as_metrics(), "by_type": type_metrics(scores.as_metrics())}
+    flat = scores.as_metrics()
+    metrics = {"split": "validation", **flat, "by_type": type_metrics(flat)}
     verification = {"val_iou": scores.iou, "selection_val_iou": selection.val_iou,
                     "abs_diff": abs(scores.iou - selection.val_iou), "max_prob_diff": drift,
                     "tolerance": TOLERANCE, "ok": abs(scores.iou - selection.val_iou) <= TOLERANCE}
