@@ -16,4 +16,6 @@ BENCHMARKS = {
     "search_layer": "benchmarks.search_layer",
     "sample_efficiency": "benchmarks.sample_efficiency",
     "seed_notebook": "benchmarks.seed_notebook",
+    "train_step": "benchmarks.train_step",
+    "trial_speed": "benchmarks.trial_speed",
 }

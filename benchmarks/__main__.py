@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark runs, figures not meaningful")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--storage", metavar="DIR", default=None,
-                        help="keep the searches of a benchmark that runs them (sample_efficiency) in DIR; "
-                             "searches already there are read, not run again")
+                        help="keep the long runs of a benchmark (sample_efficiency's searches, trial_speed's "
+                             "trials) in DIR; runs already there are read, not run again")
     args = parser.parse_args(argv)
     if args.list:
         for name in BENCHMARKS:

@@ -45,3 +45,19 @@ def write(record: dict) -> Path:
     path = RESULTS / f"{record['name']}.json"
     path.write_text(json.dumps(record, indent=2, default=float) + "\n")
     return path
+
+
+def run_in_subprocess(module: str, function: str, env: dict | None = None, **kwargs) -> dict:
+    """`module.function(**kwargs)` in a fresh Python process (its own TensorFlow thread pools,
+    Keras dtype policy and backend); returns what it returns (JSON)."""
+    import subprocess
+    import sys
+
+    code = ("import json, logging, sys; logging.basicConfig(level=logging.WARNING); "
+            f"from {module} import {function} as f; "
+            "print('\\n' + json.dumps(f(**json.loads(sys.argv[1])), default=float))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), **(env or {})})
+    if proc.returncode:
+        raise RuntimeError(f"{module}.{function}({kwargs}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

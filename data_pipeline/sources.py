@@ -69,6 +69,56 @@ def open_zip(path: str | os.PathLike) -> zipfile.ZipFile:
     return zf
 
 
+#: A PNG of H×W pixels never needs more than H × (W × 8 + 1) bytes (4 channels of 16 bits, one
+#: filter byte a row, stored uncompressed) plus its chunks; PNG_SLACK covers ancillary chunks.
+PNG_MAX_BYTES_PER_PIXEL = 8
+PNG_SLACK = 1 << 20
+#: Any other entry read into memory (not a PNG) stays below this.
+MAX_ENTRY_BYTES = 64 << 20
+
+
+def png_byte_limit(height: int, width: int) -> int:
+    """The most bytes a PNG of that size can hold (see PNG_MAX_BYTES_PER_PIXEL)."""
+    return height * (width * PNG_MAX_BYTES_PER_PIXEL + 1) + PNG_SLACK
+
+
+def read_zip_entry(zf: zipfile.ZipFile, name: str, display: str, size: int | None = None) -> bytes:
+    """The bytes of entry `name` (the first `size` if given), never more than it can need.
+
+    A PNG entry is bounded by what its header (width, height) allows: an entry declared
+    bigger is refused before anything is decompressed, and one whose declared size lies is
+    cut off one byte past the bound (a zip bomb never reaches memory). Damaged compressed
+    data is a DataError, not a zlib traceback.
+    """
+    import zlib
+
+    from data_pipeline.images import png_size
+
+    try:
+        info = zf.getinfo(name)
+        with zf.open(info) as fh:
+            if size is not None:
+                return fh.read(size)
+            head = fh.read(24)
+            limit = MAX_ENTRY_BYTES
+            what = f"the {MAX_ENTRY_BYTES >> 20} MiB allowed for a non-image entry"
+            if name.lower().endswith(".png") and len(head) == 24:
+                height, width = png_size(head, display)
+                limit = png_byte_limit(height, width)
+                what = f"a {height}x{width} PNG can need ({limit} bytes)"
+            if info.file_size > limit:
+                raise DataError(f"refusing {display}: {info.file_size} bytes uncompressed, more than {what} "
+                                f"(a zip bomb?)")
+            data = head + fh.read(limit + 1 - len(head))
+            if len(data) > limit:
+                raise DataError(f"refusing {display}: it decompresses to more than {what} (a zip bomb?)")
+            return data
+    except (zlib.error, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"cannot read {display}: damaged data ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+    except KeyError:
+        raise DataError(f"cannot read {display}: no such entry") from None
+
+
 def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike,
                  members: list[str] | None = None) -> list[Path]:
     """Extract `members` (default all) of a zip into `dest`, refusing zip-slip entries.
@@ -181,10 +231,9 @@ class DatasetSource:
 
     def read_bytes(self, name: str, size: int | None = None) -> bytes:
         """Bytes of a relative file name (the first `size` bytes if given)."""
+        if self.kind == "zip":
+            return read_zip_entry(self._zipfile(), name, self.display_name(name), size)
         try:
-            if self.kind == "zip":
-                with self._zipfile().open(name) as fh:
-                    return fh.read() if size is None else fh.read(size)
             with open(self.path / name, "rb") as fh:
                 return fh.read() if size is None else fh.read(size)
         except (OSError, zipfile.BadZipFile, KeyError) as exc:

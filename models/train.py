@@ -31,6 +31,18 @@ EpochHook = Callable[[int, dict, object, "TrainState"], None]
 
 STATE_FILE = "train_state.json"
 MODEL_FILE = "model.keras"
+#: At least this many train steps per call into TensorFlow (Keras' `steps_per_execution`): the
+#: same steps, fewer round trips through Python per epoch (BENCHMARKS.md, `train_step`).
+STEPS_PER_EXECUTION = 8
+
+
+def execution_steps(steps: int, target: int = STEPS_PER_EXECUTION) -> int:
+    """The smallest divisor of `steps` (an epoch's batches) that is at least `target` (or `steps`).
+
+    Keras runs whole executions, so a value that does not divide the epoch would add steps.
+    """
+    steps = max(1, int(steps))
+    return next((d for d in range(min(target, steps), steps + 1) if steps % d == 0), steps)
 
 
 class TrialDiverged(NucleiSearchError, RuntimeError):
@@ -92,7 +104,15 @@ class TrainResult:
         }
 
 
-def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps: int) -> None:
+def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps: int,
+                  steps_per_execution: int = 1, jit_compile: bool | str = "auto") -> None:
+    """Adam (cosine-decayed over `decay_steps` when configured), the config's loss, IoU and Dice.
+
+    `steps_per_execution` > 1 runs that many train steps per call (per-batch callbacks then
+    see every n-th batch); it does not change what is computed. `jit_compile="auto"` is
+    Keras' choice: XLA on a GPU, not on a CPU, where it made a step 2.9x slower
+    (BENCHMARKS.md, `train_step`).
+    """
     import keras
 
     from models.losses import get_loss
@@ -106,6 +126,8 @@ def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps:
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=get_loss(config.loss),
         metrics=[ForegroundIoU(name="iou"), DiceScore(name="dice")],
+        steps_per_execution=max(1, int(steps_per_execution)),
+        jit_compile=jit_compile,
     )
     # Create the optimizer's slots now, eagerly. Built lazily inside the first traced train
     # step, each slot variable gets tf.cond initialisers whose branch functions stay in
@@ -156,11 +178,13 @@ def train(
     cpus: int | None = None,
     resume_from: str | Path | None = None,
     progress: bool = False,
+    steps_per_execution: int | None = None,
 ) -> TrainResult:
     """Train `config` for `config.epochs` epochs; return the best epoch's metrics and the model.
 
     `resume_from` is a checkpoint folder written by `TrainState.save`: training goes on
-    from the epoch after it, with the optimizer state it held.
+    from the epoch after it, with the optimizer state it held. `steps_per_execution`
+    defaults to `execution_steps(steps per epoch)`.
     """
     import keras
 
@@ -180,6 +204,9 @@ def train(
         )
     dataset = make_train_dataset(prepared, train_ids, config, cpus=cpus)
     steps = steps_per_epoch(len(train_ids), config)
+    per_execution = execution_steps(steps) if steps_per_execution is None else int(steps_per_execution)
+    if steps % per_execution:
+        raise ValueError(f"steps_per_execution {per_execution} must divide the {steps} steps of an epoch")
     val = val_arrays(prepared, val_ids)
     val_images = [image for image, _ in val]
     val_labels = [labels for _, labels in val]
@@ -202,20 +229,26 @@ def train(
             if loss is not None and not math.isfinite(float(loss)):
                 raise TrialDiverged(f"training loss became {float(loss)} at epoch {state.epoch + 1}, step {batch + 1}")
 
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
-            row = {"epoch": epoch + 1, "learning_rate": float(self.model.optimizer.learning_rate)}
+            row = {"epoch": epoch + 1, "learning_rate": float(self.model.optimizer.learning_rate),
+                   "epoch_seconds": time.perf_counter() - self.epoch_started}
             state.epoch = epoch + 1
             if not is_validation_epoch(state.epoch, config):
                 row.update({k: float(v) for k, v in logs.items()})
                 state.history.append(row)
                 log.info("epoch %d (not validated): %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
                 return
+            validation_started = time.perf_counter()
             result = evaluate_model(
                 self.model, val_images, val_labels, multiple=multiple,
                 threshold=config.threshold, instance_method=config.instance_method, types=val_types,
             )
             logs.update(result.as_metrics())
+            row["validation_seconds"] = time.perf_counter() - validation_started
             row.update({k: float(v) for k, v in logs.items()})
             state.history.append(row)
             if not state.best or row["val_iou"] > state.best["val_iou"]:
@@ -235,7 +268,8 @@ def train(
                 continue
             set_encoder_trainable(model, trainable)
             if trainable != loaded_phase or getattr(model, "optimizer", None) is None:
-                compile_model(model, config, lr, decay_steps=(until - state.epoch) * steps)
+                compile_model(model, config, lr, decay_steps=(until - state.epoch) * steps,
+                              steps_per_execution=per_execution)
             loaded_phase = None
             model.fit(
                 dataset, epochs=until, initial_epoch=state.epoch, steps_per_epoch=steps,

@@ -34,6 +34,7 @@ from models.backbones import (
     truncate_backbone,
 )
 from models.layers import preprocessing_layer
+from models.precision import dtype_policy, policy_name
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError
 
@@ -181,25 +182,30 @@ def validate_model_config(config: TrialConfig) -> None:
         raise ConfigError(f"config field 'dropout': must be in [0, 1) (got {config.dropout!r})")
 
 
-def build_unet(config: TrialConfig) -> keras.Model:
+def build_unet(config: TrialConfig, dtype_policy_name: str | None = None) -> keras.Model:
     """The U-Net described by ``config`` (backbone, encoder_weights, decoder_depth,
-    base_filters, batch_norm, dropout, boundary_channel). Not compiled."""
+    base_filters, batch_norm, dropout, boundary_channel, precision). Not compiled.
+
+    ``dtype_policy_name`` (a Keras dtype policy) overrides what ``config.precision``
+    resolves to on this machine (``models.precision.policy_name``), e.g. to build for a GPU."""
     validate_model_config(config)
-    encoder, strides = build_encoder(config)
-    preprocess = None if config.backbone == PLAIN else preprocessing_layer(get_backbone(config.backbone).preprocessing)
-    model = unet_graph(
-        encoder,
-        strides,
-        preprocess=preprocess,
-        base_filters=int(config.base_filters),
-        batch_norm=bool(config.batch_norm),
-        dropout=float(config.dropout),
-        out_channels=output_channels(config),
-        name=f"unet_{config.backbone}_d{config.decoder_depth}",
-    )
+    policy = dtype_policy_name or policy_name(config.precision)
+    with dtype_policy(policy):
+        encoder, strides = build_encoder(config)
+        preprocess = None if config.backbone == PLAIN else preprocessing_layer(get_backbone(config.backbone).preprocessing)
+        model = unet_graph(
+            encoder,
+            strides,
+            preprocess=preprocess,
+            base_filters=int(config.base_filters),
+            batch_norm=bool(config.batch_norm),
+            dropout=float(config.dropout),
+            out_channels=output_channels(config),
+            name=f"unet_{config.backbone}_d{config.decoder_depth}",
+        )
     logger.info(
-        "built %s: %d parameters (encoder %d), skips at strides %s",
-        model.name, model.count_params(), encoder.count_params(), list(strides[:-1]),
+        "built %s: %d parameters (encoder %d), skips at strides %s, dtype policy %s",
+        model.name, model.count_params(), encoder.count_params(), list(strides[:-1]), policy,
     )
     return model
 

@@ -33,6 +33,7 @@ LOSSES = ("bce", "dice", "bce_dice", "focal")
 AUGMENT_POLICIES = ("none", "flip", "light", "strong", "stain", "strong_stain")
 INSTANCE_METHODS = ("cc", "watershed")
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("float32", "mixed")
 
 
 @dataclass
@@ -65,6 +66,8 @@ class TrialConfig:
     validation_freq: int = 1  # validate (and report) every N epochs and after the last one
     threshold: float = 0.5
     instance_method: str = "watershed"  # how instances are cut from the mask (mAP)
+    # float32 | mixed: 16-bit compute (bfloat16 on CPUs that have it, float16 on GPUs), see models.precision
+    precision: str = "float32"
     seed: int = 0
     # --- environment (not a hyperparameter) -------------------------------------
     cache_dir: str | None = field(default=None, metadata={"env": True})
@@ -83,6 +86,8 @@ class TrialConfig:
             raise bad("augment", f"expected one of {', '.join(AUGMENT_POLICIES)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise bad("lr_schedule", f"expected one of {', '.join(LR_SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"expected one of {', '.join(PRECISIONS)}")
         if self.instance_method not in INSTANCE_METHODS:
             raise bad("instance_method", f"expected one of {', '.join(INSTANCE_METHODS)}")
         if not 3 <= self.decoder_depth <= 5:

@@ -149,7 +149,7 @@ def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, p
     """
     from data_pipeline.loader import make_train_dataset, steps_per_epoch
     from models.runtime import configure_tensorflow
-    from models.train import TrialDiverged, compile_model, load_data, training_phases
+    from models.train import TrialDiverged, compile_model, execution_steps, load_data, training_phases
     from models.unet import build_unet, set_encoder_trainable
 
     if epochs < 1:
@@ -166,7 +166,8 @@ def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, p
         if done >= stop:
             continue
         set_encoder_trainable(model, trainable)
-        compile_model(model, config, lr, decay_steps=(until - start) * steps)
+        compile_model(model, config, lr, decay_steps=(until - start) * steps,
+                      steps_per_execution=execution_steps(steps))
         history = model.fit(dataset, epochs=stop, initial_epoch=done, steps_per_epoch=steps,
                             verbose=1 if progress else 0)
         loss = float(history.history["loss"][-1])
@@ -494,3 +495,7 @@ def load_exported_model(model_dir: str | Path):
         return load_unet(path, compile=False)
     except (OSError, ValueError) as exc:
         raise ExperimentError(f"cannot load {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    except TypeError as exc:  # e.g. a Lambda wrapping a named function: safe_mode will not look it up
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ExperimentError(f"cannot load {path}: it holds custom or unsafe layers (a Lambda or an "
+                              f"unregistered class) that safe_mode refuses to deserialize ({first[:160]})") from None

@@ -18,9 +18,10 @@ from __future__ import annotations
 import csv
 import logging
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -69,7 +70,10 @@ class Predictor:
     def load(cls, model_dir: str | Path) -> "Predictor":
         card = load_model_card(model_dir)
         config = TrialConfig.from_dict(card["config"])
-        return cls(model=load_exported_model(model_dir), card=card, config=config, model_dir=Path(model_dir))
+        from models.inference import GraphPredictor
+
+        model = GraphPredictor(load_exported_model(model_dir))  # traced once, reused for every image
+        return cls(model=model, card=card, config=config, model_dir=Path(model_dir))
 
     @property
     def multiple(self) -> int:
@@ -155,9 +159,10 @@ def _file_reader(path: Path) -> Callable[[], np.ndarray]:
 def _zip_reader(path: Path, entry: str) -> Callable[[], np.ndarray]:
     def read() -> np.ndarray:
         from data_pipeline.images import decode_image
+        from data_pipeline.sources import read_zip_entry
 
         with zipfile.ZipFile(path) as zf:
-            return decode_image(zf.read(entry), f"{path}:{entry}")
+            return decode_image(read_zip_entry(zf, entry, f"{path}:{entry}"), f"{path}:{entry}")
     return read
 
 
@@ -263,9 +268,45 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DataError(f"--out {out} already exists and is not empty; pass --overwrite to write into it")
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+
+
+def check_submission_path(rle: Path | None, overwrite: bool) -> None:
+    """Refuse to replace an existing --rle file without --overwrite (like --out)."""
+    if rle is None:
+        return
+    if rle.is_dir():
+        raise DataError(f"--rle {rle} is a folder; give the path of a CSV file")
+    if rle.exists() and not overwrite:
+        raise DataError(f"--rle {rle} already exists; pass --overwrite to replace it")
+
+
+@contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A fresh folder beside `out` to write into; its files move into `out` when the block ends
+    without an error, and it is removed either way, so a failed run leaves `out` as it was."""
+    import os
+    import shutil
+    import tempfile
+
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would become --out's mode
+    except OSError as exc:
+        raise DataError(f"cannot write beside --out {out}: {exc.strerror or exc}") from None
+    try:
+        yield staging
+        if not out.exists():
+            staging.rename(out)
+            return
+        for path in sorted(staging.iterdir()):
+            path.replace(out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def predict_to_folder(
@@ -285,47 +326,67 @@ def predict_to_folder(
     """Predict every image into `out`; `on_image` is called after each (for a progress bar).
 
     The mask threshold and instance settings are the model card's unless `threshold` or
-    `postprocess` (min_size, h, boundary_threshold; None values ignored) override them."""
+    `postprocess` (min_size, h, boundary_threshold; None values ignored) override them.
+    Files are written into a folder beside `out` and moved in at the end (the submission
+    CSV likewise), so a run that fails half way leaves `out` and `rle` as they were."""
     from results.rle import submission_rows
 
     out = Path(out)
     post = _postprocess(predictor, threshold, postprocess)
     threshold = post.threshold
     predictor.check_tile(tile)
-    prepare_output_dir(out, overwrite)
     rle_path = Path(rle) if rle else None
+    check_submission_path(rle_path, overwrite)
+    prepare_output_dir(out, overwrite)
     rows: list[tuple[str, str]] = []
     records: list[PredictionRecord] = []
-    for item in images:
-        image = item.read()
-        probs = predictor.predict(image, tta=tta, tile=tile)
-        if probs.shape[:2] != image.shape[:2]:  # cannot happen with padding/tiling: guard the contract
-            raise RuntimeError(f"prediction of {item.name} is {probs.shape[:2]}, image is {image.shape[:2]}")
-        mask = probs[..., 0] > threshold
-        files = [item.image_id + MASK_SUFFIX]
-        _write_png(out / files[0], (mask * 255).astype(np.uint8))
-        n_instances = None
-        if instances or rle_path is not None:
-            labels = predictor.instances(probs, post)
-            n_instances = int(labels.max())
-            if instances:
-                files.append(item.image_id + INSTANCES_SUFFIX)
-                _write_png(out / files[-1], labels.astype(np.uint16))
-            if rle_path is not None:
-                rows.extend(submission_rows(item.image_id, labels))
-        record = PredictionRecord(item.image_id, tuple(image.shape[:2]), float(mask.mean()), n_instances, files)
-        records.append(record)
-        log.info("%s: %dx%d, %.1f%% nucleus, %s instances", item.image_id, *image.shape[:2],
-                 100 * record.foreground, n_instances if n_instances is not None else "-")
-        if on_image is not None:
-            on_image(record)
-    if rle_path is not None:
-        rle_path.parent.mkdir(parents=True, exist_ok=True)
-        write_submission(rows, rle_path)
+    with staged_output(out) as staging:
+        for item in images:
+            image = item.read()
+            probs = predictor.predict(image, tta=tta, tile=tile)
+            if probs.shape[:2] != image.shape[:2]:  # cannot happen with padding/tiling: guard the contract
+                raise RuntimeError(f"prediction of {item.name} is {probs.shape[:2]}, image is {image.shape[:2]}")
+            mask = probs[..., 0] > threshold
+            files = [item.image_id + MASK_SUFFIX]
+            _write_png(staging / files[0], (mask * 255).astype(np.uint8))
+            n_instances = None
+            if instances or rle_path is not None:
+                labels = predictor.instances(probs, post)
+                n_instances = int(labels.max())
+                if instances:
+                    files.append(item.image_id + INSTANCES_SUFFIX)
+                    _write_png(staging / files[-1], labels.astype(np.uint16))
+                if rle_path is not None:
+                    rows.extend(submission_rows(item.image_id, labels))
+            record = PredictionRecord(item.image_id, tuple(image.shape[:2]), float(mask.mean()), n_instances, files)
+            records.append(record)
+            log.info("%s: %dx%d, %.1f%% nucleus, %s instances", item.image_id, *image.shape[:2],
+                     100 * record.foreground, n_instances if n_instances is not None else "-")
+            if on_image is not None:
+                on_image(record)
+        if rle_path is not None:
+            write_submission_atomically(rows, rle_path)
     return PredictSummary(out=out, images=records, submission=rle_path)
 
 
-# --------------------------------------------------------------------------- evaluation
+def write_submission_atomically(rows: list[tuple[str, str]], path: Path) -> None:
+    """Write the submission CSV beside `path` and move it into place (never half a file)."""
+    import os
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise DataError(f"cannot write --rle {path}: {exc.strerror or exc}") from None
+    try:
+        write_submission(rows, partial)
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+
+
 @dataclass
 class Evaluation:
     """Scores of an exported model on labelled images."""

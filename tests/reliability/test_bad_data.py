@@ -117,3 +117,67 @@ def test_absolute_and_drive_entries(capsys, tmp_path, entry):
     code, _, err = run_cli(capsys, "data", "info", archive)
     assert_one_line_error(code, err, entry, "zip-slip")
     assert not Path("/etc/evil.png").exists() and not list(tmp_path.rglob("evil.png"))
+
+
+def _zip_of(folder: Path, archive: Path, compression=zipfile.ZIP_DEFLATED) -> list[str]:
+    """`folder` (Kaggle layout) as a zip; returns the entry names."""
+    names = []
+    with zipfile.ZipFile(archive, "w", compression=compression) as zf:
+        for path in sorted(folder.rglob("*.png")):
+            names.append(path.relative_to(folder).as_posix())
+            zf.write(path, names[-1])
+    return names
+
+
+def test_damaged_zip_entry_is_one_line_and_leaves_the_cache_alone(capsys, tmp_path, synthetic_folder):
+    archive = tmp_path / "damaged.zip"
+    names = _zip_of(synthetic_folder, archive)
+    victim = next(n for n in names if "/images/" in n)
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(victim)
+    data = bytearray(archive.read_bytes())
+    # the local header is 30 bytes + name + extra; flip bytes in the middle of the compressed data only
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    middle = start + info.compress_size // 2
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    archive.write_bytes(bytes(data))
+    prepare_fails(capsys, archive, tmp_path / "c", f"cannot read {archive}:{victim}", "damaged data")
+
+
+@pytest.mark.parametrize("kind", ["masks", "images"])
+def test_zip_bomb_entry_is_refused_before_it_is_decompressed(tmp_path, synthetic_folder, kind):
+    archive = tmp_path / "bomb.zip"
+    names = _zip_of(synthetic_folder, archive)
+    victim = next(n for n in names if f"/{kind}/" in n)
+    with zipfile.ZipFile(archive) as zf:
+        header = zf.read(victim)[:33]  # PNG signature + IHDR chunk: a small image
+    rebuilt = tmp_path / "bomb2.zip"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name in names:
+            if name != victim:
+                dst.writestr(name, src.read(name))
+                continue
+            with dst.open(name, "w", force_zip64=True) as fh:  # 1 GiB of zeros after the header
+                fh.write(header)
+                chunk = bytes(1 << 24)
+                for _ in range(64):
+                    fh.write(chunk)
+    assert rebuilt.stat().st_size < 5 * 2**20
+    cache = tmp_path / "c"
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import sys\n"
+         "from nuclei_search.cli import main\n"
+         "code = main(['data', 'prepare', sys.argv[1], '--cache-dir', sys.argv[2], '--workers', '1'])\n"
+         "# this process's peak RSS (VmHWM starts again at exec; ru_maxrss would count the forked pytest)\n"
+         "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+         "print(int(status) // 1024)\n"
+         "sys.exit(code)\n", str(rebuilt), str(cache)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and line.startswith("error:") and victim in line and "zip bomb" in line, line
+    peak_mb = int(done.stdout.strip().splitlines()[-1])
+    assert peak_mb < 300, f"peak RSS {peak_mb} MB"
+    prepared = cache / "prepared"
+    assert not (prepared.is_dir() and list(prepared.iterdir()))

@@ -1,7 +1,7 @@
 """Reliability matrix: a `.keras` file with a Lambda layer is refused under safe_mode.
 
 A model folder that looks like an export (valid model card) but whose model.keras holds a
-Python lambda, i.e. code that would run on load. `predict` and `evaluate` load exports
+Python lambda, i.e. code that would run on load, or a Lambda wrapping a named function. `predict` and `evaluate` load exports
 with `safe_mode=True`: exit code 2, one line naming the file and the Lambda, the lambda
 never runs, and nothing is written. Control: the same file does run its code when loaded
 with safe_mode off, so the refusal is what kept it from running.
@@ -17,6 +17,10 @@ import pytest
 
 from nuclei_search.config import TrialConfig
 from search_helpers import assert_one_line_error, run_cli, snapshot
+
+
+def _double(x):
+    return x * 2.0
 
 
 @pytest.fixture
@@ -49,6 +53,17 @@ def test_lambda_model_is_refused_by_predict_and_evaluate(capsys, tmp_path, lambd
     assert assert_one_line_error(code, err) == line and stdout == ""
     assert not marker.exists(), "the Lambda's code ran"
     assert snapshot(folder) == before
+
+    # a Lambda wrapping a named function: refused the same way (Keras raises TypeError, not ValueError)
+    named = tmp_path / "named"
+    named.mkdir()
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Conv2D(1, 1, activation="sigmoid", name="mask")(keras.layers.Lambda(_double)(inputs))
+    keras.Model(inputs, outputs).save(named / "model.keras")
+    (named / "model_card.json").write_text((folder / "model_card.json").read_text())
+    code, stdout, err = run_cli(capsys, "predict", named, image, "--out", out, "--quiet")
+    assert_one_line_error(code, err, f"cannot load {named / 'model.keras'}", "unsafe layers")
+    assert stdout == "" and not out.exists()
 
     # control: without safe_mode the same file runs its lambda on load
     model = keras.models.load_model(folder / "model.keras", safe_mode=False, compile=False)
