@@ -73,8 +73,9 @@ def open_zip(path: str | os.PathLike) -> zipfile.ZipFile:
 #: filter byte a row, stored uncompressed) plus its chunks; PNG_SLACK covers ancillary chunks.
 PNG_MAX_BYTES_PER_PIXEL = 8
 PNG_SLACK = 1 << 20
-#: Any other entry read into memory (not a PNG) stays below this.
-MAX_ENTRY_BYTES = 64 << 20
+#: Any other entry read into memory (a JPEG or TIFF given to `predict`) stays below this
+#: (an 8000×8000 RGB TIFF is 192 MB).
+MAX_ENTRY_BYTES = 1 << 30
 
 
 def png_byte_limit(height: int, width: int) -> int:
@@ -101,7 +102,7 @@ def read_zip_entry(zf: zipfile.ZipFile, name: str, display: str, size: int | Non
                 return fh.read(size)
             head = fh.read(24)
             limit = MAX_ENTRY_BYTES
-            what = f"the {MAX_ENTRY_BYTES >> 20} MiB allowed for a non-image entry"
+            what = f"the {MAX_ENTRY_BYTES >> 20} MiB allowed for an entry that is not a PNG"
             if name.lower().endswith(".png") and len(head) == 24:
                 height, width = png_size(head, display)
                 limit = png_byte_limit(height, width)

@@ -151,7 +151,7 @@ def predict_tiled(model, image: np.ndarray, tile: int, multiple: int, overlap: i
     overlap = default_overlap(multiple) if overlap is None else overlap
     if not 0 <= overlap < tile:
         raise ValueError(f"tile overlap {overlap} must be in [0, {tile})")
-    model = as_predictor(model)
+    model = as_predictor(model, pixels=int(np.prod(image.shape[:2])))
     padded, (h, w) = _pad_to_multiple(image, multiple)
     H, W = padded.shape[:2]
     tile_h, rows = tile_layout(H, tile, overlap, multiple)
