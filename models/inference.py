@@ -8,7 +8,7 @@ predictions are blended with a linear window, so memory stays bounded at any siz
 
 Predictions run through `GraphPredictor`: the model traced once as a TensorFlow graph
 with its weights frozen in as constants, which lets TensorFlow's graph optimiser fold
-the inference-mode BatchNorm layers into the convolutions (validation 1.3x faster on a
+the inference-mode BatchNorm layers into the convolutions (validation 1.2-1.3x faster on a
 CPU than `predict_on_batch`, same numbers; BENCHMARKS.md, `train_step`).
 """
 

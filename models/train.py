@@ -110,7 +110,7 @@ def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps:
 
     `steps_per_execution` > 1 runs that many train steps per call (per-batch callbacks then
     see every n-th batch); it does not change what is computed. `jit_compile="auto"` is
-    Keras' choice: XLA on a GPU, not on a CPU, where it made a step 3.7x slower
+    Keras' choice: XLA on a GPU, not on a CPU, where it made a step 3.5x slower
     (BENCHMARKS.md, `train_step`).
     """
     import keras
