@@ -47,17 +47,22 @@ def write(record: dict) -> Path:
     return path
 
 
-def run_in_subprocess(module: str, function: str, env: dict | None = None, **kwargs) -> dict:
-    """`module.function(**kwargs)` in a fresh Python process (its own TensorFlow thread pools,
-    Keras dtype policy and backend); returns what it returns (JSON)."""
+def run_python(code: str, argument: str, tree: Path = REPO, env: dict | None = None, what: str = "") -> dict:
+    """Run `python -c code argument` in a fresh process against the source `tree` (its own
+    TensorFlow thread pools, Keras dtype policy and backend); the code prints JSON last."""
     import subprocess
     import sys
 
+    proc = subprocess.run([sys.executable, "-c", code, argument], cwd=tree, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(tree), **(env or {})})
+    if proc.returncode:
+        raise RuntimeError(f"{what or code[:80]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_in_subprocess(module: str, function: str, env: dict | None = None, **kwargs) -> dict:
+    """`module.function(**kwargs)` in a fresh Python process (see `run_python`); returns what it returns."""
     code = ("import json, logging, sys; logging.basicConfig(level=logging.WARNING); "
             f"from {module} import {function} as f; "
             "print('\\n' + json.dumps(f(**json.loads(sys.argv[1])), default=float))")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), **(env or {})})
-    if proc.returncode:
-        raise RuntimeError(f"{module}.{function}({kwargs}) failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_python(code, json.dumps(kwargs), env=env, what=f"{module}.{function}({kwargs})")

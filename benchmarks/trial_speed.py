@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from benchmarks.common import REPO, dsb2018_zip
+from benchmarks.common import REPO, dsb2018_zip, run_python
 
 NAME = "trial_speed"
 MEASURE = "trial-epochs per CPU-hour, published space's configurations, after / before the speed levers"
@@ -77,12 +75,7 @@ def _subprocess(job: dict, trees: dict[str, Path], storage: Path | None) -> dict
     done = storage / f"{job['name']}-{job['setting']}-seed{job['repeat']}.json" if storage else None
     if done is not None and done.is_file():
         return json.loads(done.read_text())
-    tree = trees[job["setting"]]
-    proc = subprocess.run([sys.executable, "-c", JOB, json.dumps(job)], cwd=tree, capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(tree)})
-    if proc.returncode:
-        raise RuntimeError(f"{job['name']} {job['setting']} failed:\n{proc.stderr[-3000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_python(JOB, json.dumps(job), tree=trees[job["setting"]], what=f"{job['name']} {job['setting']}")
     log.info("%s %s seed %d: %d epochs in %.0f s, val_iou %.4f", out["name"], out["setting"], out["repeat"],
              out["epochs"], out["seconds"], out["val_iou_last"])
     if done is not None:

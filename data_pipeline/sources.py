@@ -118,6 +118,8 @@ def read_zip_entry(zf: zipfile.ZipFile, name: str, display: str, size: int | Non
         raise DataError(f"cannot read {display}: damaged data ({str(exc).splitlines()[0] if str(exc) else exc})") from None
     except KeyError:
         raise DataError(f"cannot read {display}: no such entry") from None
+    except OSError as exc:  # the archive itself, as before this reader
+        raise DataError(f"cannot read {display}: {exc}") from None
 
 
 def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike,
@@ -237,7 +239,7 @@ class DatasetSource:
         try:
             with open(self.path / name, "rb") as fh:
                 return fh.read() if size is None else fh.read(size)
-        except (OSError, zipfile.BadZipFile, KeyError) as exc:
+        except OSError as exc:
             raise DataError(f"cannot read {self.display_name(name)}: {exc}") from None
 
     # -- decoding ------------------------------------------------------------

@@ -211,4 +211,3 @@ def test_evaluate_split_val_is_refused_for_an_export_trained_on_its_validation_i
     (retrained / "model_card.json").write_text(json.dumps(card))
     assert main(["evaluate", str(retrained), "--data", card["data"]["source"], "--split", "val", "--quiet"]) == 2
     assert "retrained on its validation images" in one_line_error(capsys)
-
