@@ -11,6 +11,7 @@ BENCHMARKS = {
     "data_cache": "benchmarks.data_cache",
     "input_pipeline": "benchmarks.input_pipeline",
     "tiled_predict": "benchmarks.tiled_predict",
+    "predict_memory": "benchmarks.predict_memory",
     "worker_memory": "benchmarks.worker_memory",
     "orchestration": "benchmarks.orchestration",
     "search_layer": "benchmarks.search_layer",

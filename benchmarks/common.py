@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,3 +69,25 @@ def run_in_subprocess(module: str, function: str, env: dict | None = None, **kwa
             f"from {module} import {function} as f; "
             "print('\\n' + json.dumps(f(**json.loads(sys.argv[1])), default=float))")
     return run_python(code, json.dumps(kwargs), env=env, what=f"{module}.{function}({kwargs})")
+
+
+@contextmanager
+def source_trees(revisions: dict[str, str | None]) -> Iterator[dict[str, Path]]:
+    """name -> source tree: this checkout (revision None) or a temporary git worktree of the
+    revision, removed afterwards; for measuring code before and after a change side by side."""
+    trees, made = {}, []
+    with tempfile.TemporaryDirectory(prefix="benchmark_trees_") as tmp:
+        try:
+            for name, rev in revisions.items():
+                if rev is None:
+                    trees[name] = REPO
+                    continue
+                path = Path(tmp) / name
+                subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), rev], check=True,
+                               capture_output=True)
+                made.append(path)
+                trees[name] = path
+            yield trees
+        finally:
+            for path in made:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], capture_output=True)

@@ -20,14 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from benchmarks.common import REPO, dsb2018_zip, run_python
+from benchmarks.common import REPO, dsb2018_zip, run_python, source_trees
 
 NAME = "trial_speed"
 MEASURE = "trial-epochs per CPU-hour, published space's configurations, after / before the speed levers"
@@ -83,27 +79,6 @@ def _subprocess(job: dict, trees: dict[str, Path], storage: Path | None) -> dict
     return out
 
 
-@contextmanager
-def source_trees() -> Iterator[dict[str, Path]]:
-    """setting -> source tree: this checkout, or a temporary git worktree of the setting's revision."""
-    trees, made = {}, []
-    with tempfile.TemporaryDirectory(prefix="trial_speed_") as tmp:
-        try:
-            for setting, (rev, _) in SETTINGS.items():
-                if rev is None:
-                    trees[setting] = REPO
-                    continue
-                path = Path(tmp) / setting
-                subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), rev], check=True,
-                               capture_output=True)
-                made.append(path)
-                trees[setting] = path
-            yield trees
-        finally:
-            for path in made:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], capture_output=True)
-
-
 def summarise(runs: list[dict]) -> dict:
     by_setting: dict[str, dict] = {}
     for setting in SETTINGS:
@@ -137,7 +112,7 @@ def run(quick: bool = False, epochs: int = 8, repeats: int = 2, storage: str | N
     folder = Path(storage) if storage else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    with source_trees() as trees, ThreadPoolExecutor(max_workers=2) as pool:
+    with source_trees({s: rev for s, (rev, _) in SETTINGS.items()}) as trees, ThreadPoolExecutor(max_workers=2) as pool:
         runs = list(pool.map(lambda job: _subprocess(job, trees, folder), jobs))
     summary = summarise(runs)
     ratio = summary["after"]["trial_epochs_per_cpu_hour"] / summary["before"]["trial_epochs_per_cpu_hour"]

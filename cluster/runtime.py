@@ -41,7 +41,7 @@ PROJECT_PACKAGES = ("nuclei_search", "search", "models", "data_pipeline", "clust
 
 # Environment every trial process gets (also on remote nodes, via runtime_env).
 WORKER_ENV_VARS = {
-    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # no TensorFlow/CUDA C++ log lines (cuInit, oneDNN, absl) from trials
     # Belt and braces: models.runtime.configure_tensorflow also sets memory growth per
     # trial; the variable covers TF code that runs before it. Fractional GPUs
     # (--gpus-per-trial 0.5) only share a card when memory grows on demand.
@@ -206,6 +206,11 @@ def keep_local_ray_on_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+class _TokenAuthNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
 def connect(
     address: str | RayAddress | None = None,
     num_cpus: float | None = None,
@@ -222,7 +227,8 @@ def connect(
     "HOST:PORT" or "ray://HOST:10001". num_cpus/num_gpus size a local Ray only (a
     cluster's resources come from its nodes). ship_code=False joins without any
     runtime_env (no upload; enough for read-only calls such as `cluster status`).
-    log_to_driver=False keeps a local Ray's worker output out of this process's stdout/stderr.
+    log_to_driver=False keeps the workers' output (Ray's per-trial lines, library warnings)
+    out of this process's stdout/stderr; a Ray Client connection always forwards it.
     """
     import ray
 
@@ -245,6 +251,9 @@ def connect(
         if include_dashboard:
             kwargs["dashboard_host"] = "127.0.0.1"
         keep_local_ray_on_loopback()
+        # Ray turns token authentication on for a new local cluster (good) and says so on every
+        # start (a line the user cannot act on): the setting stays, the line goes
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TokenAuthNotice())
         ray.init(**kwargs)
         return
 
@@ -266,8 +275,9 @@ def connect(
     attempts = 2 if target.kind == "client" else 1
     for attempt in range(1, attempts + 1):
         try:
+            extra = {} if target.kind == "client" else {"log_to_driver": log_to_driver}  # Ray Client has no such switch
             ray.init(address=target.ray_init_address, runtime_env=runtime_env, namespace=namespace,
-                     logging_level=logging.WARNING)
+                     logging_level=logging.WARNING, **extra)
             return
         except ConnectionError as exc:
             _reset_ray()

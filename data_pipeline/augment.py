@@ -52,7 +52,11 @@ def percentile_bounds(image: np.ndarray) -> tuple[int, int]:
     """(low, high) gray levels at the 0.5 / 99.8 percentiles of a uint8 image."""
     if image.dtype != np.uint8:
         raise TypeError(f"normalisation expects a uint8 image, got {image.dtype}")
-    cdf = np.cumsum(np.bincount(image.ravel(), minlength=256).astype(np.float64))
+    flat = image.reshape(-1)
+    counts = np.zeros(256, np.int64)
+    for start in range(0, flat.size, 1 << 22):  # bincount widens to int64: a chunk at a time
+        counts += np.bincount(flat[start : start + (1 << 22)], minlength=256)
+    cdf = np.cumsum(counts.astype(np.float64))
     total = cdf[-1]
     low = int(np.searchsorted(cdf, LOW_PERCENTILE / 100.0 * total, side="left"))
     high = int(np.searchsorted(cdf, HIGH_PERCENTILE / 100.0 * total, side="left"))

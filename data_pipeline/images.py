@@ -43,7 +43,8 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def to_rgb(array: np.ndarray) -> np.ndarray:
-    """OpenCV's decoded array (gray, BGR, BGRA) → uint8 RGB HxWx3."""
+    """OpenCV's decoded array (gray, BGR, BGRA) → uint8 RGB HxWx3 (a uint8 BGR array is
+    converted in place: pass a copy to keep it)."""
     array = to_uint8(array)
     if array.ndim == 2:
         return np.repeat(array[:, :, None], 3, axis=2)
@@ -52,8 +53,8 @@ def to_rgb(array: np.ndarray) -> np.ndarray:
         return np.repeat(array, 3, axis=2)
     if channels == 2:  # gray + alpha
         return np.repeat(array[:, :, :1], 3, axis=2)
-    if channels == 3:
-        return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    if channels == 3:  # in place: the decoded array is ours, and a huge image is not held twice
+        return cv2.cvtColor(array, cv2.COLOR_BGR2RGB, dst=array if array.flags.c_contiguous else None)
     return cv2.cvtColor(array[:, :, :4], cv2.COLOR_BGRA2RGB)
 
 

@@ -22,6 +22,10 @@ import numpy as np
 
 #: Pixels predicted in one batch (e.g. 16 images of 512x512); bounds memory.
 PIXEL_BUDGET = 4_194_304
+#: Pixels of tiles predicted in one call by `predict_tiled`: the network's activations for
+#: one 512x512 tile of the MobileNetV2 U-Net take ~160 MB, eight 1024x1024 tiles ~3.4 GB
+#: (benchmarks/predict_memory.py); on a CPU a batch of tiles is no faster than one by one.
+TILE_BATCH_PIXELS = 512 * 512
 
 
 class GraphPredictor:
@@ -111,14 +115,19 @@ def predict_images(
     return out  # type: ignore[return-value]
 
 
-def _window(height: int, width: int, ramp: int) -> np.ndarray:
-    """A blending window that is 1 inside and falls linearly to a small value within
-    `ramp` pixels of the edges (so overlapping tiles fade into each other)."""
-    def axis(size: int) -> np.ndarray:
-        distance = np.minimum(np.arange(size) + 1, np.arange(size)[::-1] + 1).astype(np.float32)
-        return np.clip(distance / max(1, ramp), 1e-3, 1.0)
+def _ramp(size: int, ramp: int) -> np.ndarray:
+    """One axis of the blending window: 1 inside, falling linearly to a small value within
+    `ramp` pixels of both ends (so overlapping tiles fade into each other). The 2-D window
+    is the outer product of two ramps, which makes the summed weights separable too."""
+    distance = np.minimum(np.arange(size) + 1, np.arange(size)[::-1] + 1).astype(np.float32)
+    return np.clip(distance / max(1, ramp), 1e-3, 1.0)
 
-    return np.outer(axis(height), axis(width))[..., None]
+
+def _reflect_index(padded: int, size: int) -> np.ndarray:
+    """Source row (or column) of each position of an axis padded from `size` to `padded` by
+    reflection, as `np.pad(mode="reflect")` does (needs padded - size < size)."""
+    index = np.arange(padded)
+    return np.where(index < size, index, 2 * (size - 1) - index)
 
 
 def tile_layout(length: int, tile: int, overlap: int, multiple: int) -> tuple[int, list[int]]:
@@ -144,29 +153,58 @@ def default_overlap(multiple: int) -> int:
 
 
 def predict_tiled(model, image: np.ndarray, tile: int, multiple: int, overlap: int | None = None,
-                  batch_size: int = 8) -> np.ndarray:
-    """Predict a large image with overlapping tiles of at most `tile`×`tile`, blended smoothly."""
+                  batch_size: int | None = None, prepare=None, dtype=np.float32) -> np.ndarray:
+    """Predict a large image with overlapping tiles of at most `tile`×`tile`, blended smoothly.
+
+    `image` is a normalised float32 HxWx3 image, or any HxWx3 array with `prepare` turning
+    one tile of it into network input (e.g. the percentile stretch of a uint8 image). Tiles
+    are cut (reflect-padded at the far edges) and blended one row of tiles at a time, so
+    memory is the image, the output map (`dtype`: float16 halves it) and one band of tiles,
+    whatever the image size (`benchmarks/predict_memory.py`: 64 Mpx). `batch_size`: tiles
+    per call (default: as many as fit in TILE_BATCH_PIXELS, at least one).
+    """
     if tile % multiple:
         raise ValueError(f"tile {tile} must be a multiple of the network stride {multiple}")
     overlap = default_overlap(multiple) if overlap is None else overlap
     if not 0 <= overlap < tile:
         raise ValueError(f"tile overlap {overlap} must be in [0, {tile})")
-    model = as_predictor(model, pixels=int(np.prod(image.shape[:2])))
-    padded, (h, w) = _pad_to_multiple(image, multiple)
-    H, W = padded.shape[:2]
+    h, w = image.shape[:2]
+    model = as_predictor(model, pixels=h * w)
+    H, W = h + (-h) % multiple, w + (-w) % multiple
+    if H - h >= h or W - w >= w:  # a side shorter than its padding: np.pad's rules, on a small image
+        image = _pad_to_multiple(image, multiple)[0]
+    ys, xs = _reflect_index(H, image.shape[0]), _reflect_index(W, image.shape[1])
     tile_h, rows = tile_layout(H, tile, overlap, multiple)
     tile_w, cols = tile_layout(W, tile, overlap, multiple)
-    window = _window(tile_h, tile_w, ramp=max(1, overlap))
-    acc = None
-    weight = np.zeros((H, W, 1), np.float32)
-    coords = [(y, x) for y in rows for x in cols]
-    for start in range(0, len(coords), batch_size):
-        chunk = coords[start : start + batch_size]
-        batch = np.stack([padded[y : y + tile_h, x : x + tile_w] for y, x in chunk])
-        pred = model.predict_on_batch(batch)
-        if acc is None:
-            acc = np.zeros((H, W, pred.shape[-1]), np.float32)
-        for (y, x), p in zip(chunk, pred):
-            acc[y : y + tile_h, x : x + tile_w] += p * window
-            weight[y : y + tile_h, x : x + tile_w] += window
-    return (acc / weight)[:h, :w]
+    ramp_y, ramp_x = _ramp(tile_h, overlap), _ramp(tile_w, overlap)
+    weight_y, weight_x = np.zeros(H, np.float32), np.zeros(W, np.float32)
+    for y in rows:
+        weight_y[y : y + tile_h] += ramp_y
+    for x in cols:
+        weight_x[x : x + tile_w] += ramp_x
+    window = np.outer(ramp_y, ramp_x)[..., None]
+    prepare = prepare or (lambda cut: cut)
+    batch_size = batch_size or max(1, TILE_BATCH_PIXELS // (tile_h * tile_w))
+
+    def cut(y: int, x: int) -> np.ndarray:
+        if y + tile_h <= h and x + tile_w <= w:
+            return prepare(image[y : y + tile_h, x : x + tile_w])
+        return prepare(image[np.ix_(ys[y : y + tile_h], xs[x : x + tile_w])])
+
+    out = band = None  # band: the blended rows [y, y + tile_h) of the current row of tiles
+    for r, y in enumerate(rows):
+        for start in range(0, len(cols), batch_size):
+            chunk = cols[start : start + batch_size]
+            pred = model.predict_on_batch(np.stack([cut(y, x) for x in chunk]))
+            if band is None:
+                band = np.zeros((tile_h, W, pred.shape[-1]), np.float32)
+                out = np.empty((h, w, pred.shape[-1]), dtype)
+            for x, p in zip(chunk, pred):
+                band[:, x : x + tile_w] += p * window
+        done = (rows[r + 1] if r + 1 < len(rows) else H) - y  # rows no later tile reaches
+        if y < h:
+            last = min(y + done, h)
+            out[y:last] = band[: last - y, :w] / (weight_y[y:last, None, None] * weight_x[None, :w, None])
+        band[: tile_h - done] = band[done:].copy()
+        band[tile_h - done :] = 0.0
+    return out

@@ -82,6 +82,7 @@ class TrainResult:
     n_train: int
     n_val: int
     model: object = field(repr=False, default=None)
+    val_ids: list[str] = field(default_factory=list)  # the validation split, for the model card
 
     def metrics_record(self) -> dict:
         """The content of metrics.json."""
@@ -285,6 +286,7 @@ def train(
         n_train=len(train_ids),
         n_val=len(val_ids),
         model=model,
+        val_ids=list(val_ids),
     )
 
 

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from nuclei_search.errors import ExperimentError
+from nuclei_search.lock import LOCK_FILE
 
 # OSErrors that mean "this storage cannot take our files": read-only, full, over quota, no permission.
 STORAGE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG})
@@ -64,7 +65,7 @@ def prepare_output_dir(out: Path, overwrite: bool, own_files: tuple[str, ...]) -
     """
     if out.exists() and not out.is_dir():
         raise ExperimentError(f"--out {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not overwrite:
         raise ExperimentError(f"--out {out} already holds files; pass --overwrite to replace them")
     try:
         probe_writable(out)

@@ -28,6 +28,7 @@ card keeps the search's validation metrics, labelled as such, and is not verifie
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import math
@@ -41,6 +42,7 @@ import numpy as np
 from models.evaluation import score_predictions, type_metrics
 from models.postprocess import Postprocess
 from nuclei_search.config import TrialConfig
+from nuclei_search.lock import writer_lock
 from nuclei_search.outputs import prepare_output_dir
 from nuclei_search.errors import ConfigError, ExperimentError, NucleiSearchError
 from results.trials import ENSEMBLE_RECORD, Experiment, TrialRecord, load_experiment
@@ -179,6 +181,17 @@ def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, p
 
 
 # --------------------------------------------------------------------------- export
+def one_writer(export):
+    """Hold the lock of the export folder (the second argument) while `export` writes it."""
+    @functools.wraps(export)
+    def locked(ref, out, *args, **kwargs):
+        with writer_lock(Path(out), "export folder"):
+            return export(ref, out, *args, **kwargs)
+
+    return locked
+
+
+@one_writer
 def export_trial(
     ref: str | Path,
     out: str | Path,
@@ -252,7 +265,8 @@ def export_trial(
         "trial_id": trial.trial_id,
         "selected_by": "--trial" if trial_id else "best val_iou of the experiment",
         "config": config.to_dict(),
-        "data": data_section(config, prepared, train_ids, val_ids),
+        "data": data_section(config, prepared.fingerprint if prepared is not None else None,
+                             len(train_ids) if prepared is not None else None, val_ids),
         "metrics": {
             "split": "validation",
             "val_iou": best.get("val_iou"),
@@ -276,6 +290,7 @@ def export_trial(
                         files=files)
 
 
+@one_writer
 def export_ensemble(
     ref: str | Path,
     out: str | Path,
@@ -347,7 +362,7 @@ def export_ensemble(
         "trial_id": None,
         "selected_by": selection.method,
         "config": config.to_dict(),
-        "data": data_section(config, prepared, train_ids, val_ids),
+        "data": data_section(config, prepared.fingerprint, len(train_ids), val_ids),
         "metrics": metrics,
         "verification": verification,
         "postprocess": post_section,
@@ -411,13 +426,14 @@ def choose_for_card(probs: list, labels: list, types: list, config: TrialConfig)
     return choice.chosen, section
 
 
-def card_header(experiment: Experiment) -> dict:
+def card_header(experiment: Experiment | None) -> dict:
+    """Card version, time, and the experiment the model comes from (None: `nuclei-search train`)."""
     return {
         "card_version": CARD_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "experiment": experiment.name,
-        "experiment_path": str(experiment.path),
-        "engine": experiment.engine,
+        "experiment": experiment.name if experiment else None,
+        "experiment_path": str(experiment.path) if experiment else None,
+        "engine": experiment.engine if experiment else "train",
     }
 
 
@@ -430,15 +446,39 @@ def card_footer(saved_model: bool) -> dict:
     }
 
 
-def data_section(config: TrialConfig, prepared, train_ids: list, val_ids: list) -> dict:
+def data_section(config: TrialConfig, fingerprint: str | None, n_train: int | None, val_ids: list) -> dict:
     return {
         "source": config.data,
-        "fingerprint": prepared.fingerprint if prepared is not None else None,
+        "fingerprint": fingerprint,
         "split_seed": config.split_seed,
         "val_fraction": config.val_fraction,
-        "n_train": len(train_ids) if prepared is not None else None,
-        "n_val": len(val_ids) if prepared is not None else None,
+        "n_train": n_train,
+        "n_val": len(val_ids) if fingerprint is not None else None,
         "val_ids": list(val_ids),
+    }
+
+
+def train_card(result) -> dict:
+    """The model card of a `nuclei-search train` folder (a `models.train.TrainResult`): the same
+    sections as an export's, so `predict`, `evaluate --split val` and the dashboard take it."""
+    config = result.config.replace(cache_dir=None)
+    best = result.best
+    return {
+        **card_header(None),
+        "trial_id": None,
+        "selected_by": "nuclei-search train: the best validation epoch",
+        "config": config.to_dict(),
+        "data": data_section(config, result.data_fingerprint, result.n_train, result.val_ids),
+        "metrics": {"split": "validation", **{k: best.get(k) for k in ("val_iou", "val_dice", "val_map",
+                                                                        "val_iou_per_image")},
+                    "by_type": type_metrics(best), "best_epoch": best.get("epoch"), "epochs_run": result.epochs_run},
+        "verification": None,
+        "postprocess": None,
+        "training": {"retrained_full": False, "images": result.n_train, "epochs": result.epochs_run,
+                     "data": "train split", "seconds": round(result.seconds, 2)},
+        "input": input_spec(config),
+        "output": output_spec(config),
+        **card_footer(saved_model=False),
     }
 
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: Images with more pixels than this are predicted in tiles unless a tile size is given.
 AUTO_TILE_PIXELS = 2048 * 2048
-AUTO_TILE = 1024
+AUTO_TILE = 512  # activations of one tile ~160 MB (benchmarks/predict_memory.py)
 MASK_SUFFIX = "_mask.png"
 INSTANCES_SUFFIX = "_instances.png"
 
@@ -111,20 +111,32 @@ class Predictor:
         return None
 
     def predict(self, image: np.ndarray, *, tta: bool = False, tile: int | None = None) -> np.ndarray:
-        """float32 HxWxC probabilities for a uint8 HxWx3 image (C: nucleus [, boundary])."""
-        from data_pipeline.augment import normalize_image
-        from models.inference import predict_images
+        """HxWxC probabilities for a uint8 HxWx3 image (C: nucleus [, boundary]): float32, or
+        float16 for an image predicted in tiles (normalised tile by tile, to bound memory)."""
+        from data_pipeline.augment import normalize_image, percentile_bounds, stretch
+        from models.inference import predict_images, predict_tiled
 
-        x = normalize_image(image)
-        tile = self.tile_for(x.shape[:2], self.check_tile(tile))
+        tile = self.tile_for(image.shape[:2], self.check_tile(tile))
+        if tile is None or max(image.shape[:2]) <= tile:
+            x = normalize_image(image)
+            if not tta:
+                return predict_images(self.model, [x], multiple=self.multiple)[0]
+            preds = predict_images(self.model, [_forward(x, k, flip) for k, flip in TTA_TRANSFORMS],
+                                   multiple=self.multiple)
+            return sum(_inverse(p, k, flip) for p, (k, flip) in zip(preds, TTA_TRANSFORMS)) / len(preds)
+        low, high = percentile_bounds(image)
+
+        def tiled(view: np.ndarray) -> np.ndarray:
+            return predict_tiled(self.model, view, tile, self.multiple, dtype=np.float16,
+                                 prepare=lambda cut: stretch(cut, low, high))
+
         if not tta:
-            return predict_images(self.model, [x], multiple=self.multiple, tile=tile)[0]
-        variants = [_forward(x, k, flip) for k, flip in TTA_TRANSFORMS]
-        preds = predict_images(self.model, variants, multiple=self.multiple, tile=tile)
-        total = np.zeros(x.shape[:2] + (preds[0].shape[-1],), np.float32)
-        for pred, (k, flip) in zip(preds, TTA_TRANSFORMS):
-            total += _inverse(pred, k, flip)
-        return total / len(TTA_TRANSFORMS)
+            return tiled(image)
+        total = None
+        for k, flip in TTA_TRANSFORMS:  # one transformed view at a time
+            pred = _inverse(tiled(_forward(image, k, flip)), k, flip)
+            total = pred.astype(np.float32) if total is None else np.add(total, pred, out=total)
+        return (total / len(TTA_TRANSFORMS)).astype(np.float16)
 
     def instances(self, probs: np.ndarray, post: "Postprocess | None" = None) -> np.ndarray:
         from models.postprocess import instances_from_prediction
@@ -343,12 +355,14 @@ def predict_to_folder(
     with staged_output(out) as staging:
         for item in images:
             image = item.read()
-            probs = predictor.predict(image, tta=tta, tile=tile)
-            if probs.shape[:2] != image.shape[:2]:  # cannot happen with padding/tiling: guard the contract
-                raise RuntimeError(f"prediction of {item.name} is {probs.shape[:2]}, image is {image.shape[:2]}")
-            mask = probs[..., 0] > threshold
+            probs, shape = predictor.predict(image, tta=tta, tile=tile), image.shape[:2]
+            del image  # a huge image need not stay while its masks are written
+            if probs.shape[:2] != shape:  # cannot happen with padding/tiling: guard the contract
+                raise RuntimeError(f"prediction of {item.name} is {probs.shape[:2]}, image is {shape}")
+            mask = np.greater(probs[..., 0], threshold).view(np.uint8)
+            mask *= 255  # in place: 0/255, one byte a pixel
             files = [item.image_id + MASK_SUFFIX]
-            _write_png(staging / files[0], (mask * 255).astype(np.uint8))
+            _write_png(staging / files[0], mask)
             n_instances = None
             if instances or rle_path is not None:
                 labels = predictor.instances(probs, post)
@@ -358,9 +372,9 @@ def predict_to_folder(
                     _write_png(staging / files[-1], labels.astype(np.uint16))
                 if rle_path is not None:
                     rows.extend(submission_rows(item.image_id, labels))
-            record = PredictionRecord(item.image_id, tuple(image.shape[:2]), float(mask.mean()), n_instances, files)
+            record = PredictionRecord(item.image_id, tuple(shape), float(mask.mean()) / 255, n_instances, files)
             records.append(record)
-            log.info("%s: %dx%d, %.1f%% nucleus, %s instances", item.image_id, *image.shape[:2],
+            log.info("%s: %dx%d, %.1f%% nucleus, %s instances", item.image_id, *shape,
                      100 * record.foreground, n_instances if n_instances is not None else "-")
             if on_image is not None:
                 on_image(record)
@@ -434,7 +448,7 @@ class Evaluation:
 
 def evaluate_model_dir(
     model_dir: str | Path,
-    data: str,
+    data: str | None = None,
     *,
     limit: int | None = None,
     threshold: float | None = None,
@@ -450,7 +464,7 @@ def evaluate_model_dir(
     Per image with the same scoring as validation (models.evaluation.score_predictions),
     plus the IoU/Dice of all nucleus pixels pooled over the images. `split="val"` scores
     only the validation images named in the model card (the search's held-out split);
-    `limit` takes the first N image ids (sorted).
+    `limit` takes the first N image ids (sorted). `data` defaults to the card's data source.
     """
     from data_pipeline.sources import open_source
     from models.evaluation import score_predictions
@@ -464,6 +478,7 @@ def evaluate_model_dir(
     threshold = post.threshold
     if split not in ("all", "val"):
         raise ConfigError(f"--split must be all or val (got {split!r})")
+    data = data or (predictor.card.get("data") or {}).get("source") or predictor.config.data
     source = open_source(data, require_masks=True)
     rows: list[dict] = []
     inter = union = pred_sum = true_sum = 0

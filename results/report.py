@@ -159,6 +159,8 @@ table.summary th { background: #f5f5f5; }
 table.summary td { white-space: normal; word-break: break-word; }
 table.leaderboard thead th { background: #f0f4fa; position: sticky; top: 0; }
 .scroll { overflow-x: auto; max-height: 520px; }
+.figure { overflow-x: auto; }  /* a wide figure (one panel per hyperparameter) scrolls inside its section */
+section { max-width: 100%; }
 .note { color: #8a6d3b; background: #fcf8e3; padding: .5rem 1rem; border-radius: 4px; }
 img.overlay { max-width: 100%; }
 nav a { margin-right: 1rem; }

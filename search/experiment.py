@@ -17,6 +17,7 @@ back into the mirror, so any machine can resume or rank an experiment from the s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -24,7 +25,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from nuclei_search.errors import ConfigError, ExperimentError
+from nuclei_search.lock import LOCK_FILE
 from nuclei_search.outputs import probe_writable, reason
 
 EXPERIMENT_FILE = "nuclei_search.json"
@@ -203,7 +207,8 @@ def claim(experiment: Path, overwrite: bool, remote: str | None = None) -> None:
                     f"experiment {remote} already exists; use `nuclei-search resume {experiment.name} "
                     f"--storage {remote.rsplit('/', 1)[0]}` to continue it or --overwrite to replace it")
             store.delete(remote)
-    if experiment.exists() and any(experiment.iterdir()):
+    held = [p for p in experiment.iterdir() if p.name != LOCK_FILE] if experiment.is_dir() else []
+    if held:
         if not overwrite:
             raise ExperimentError(
                 f"experiment {experiment} already exists; use `nuclei-search resume {experiment.name}` "
@@ -213,7 +218,8 @@ def claim(experiment: Path, overwrite: bool, remote: str | None = None) -> None:
             raise ExperimentError(f"{experiment} exists and is not a nuclei-search experiment: not replacing it")
         # --overwrite: refuse before anything is deleted
         _check_writable(experiment.parent, "storage folder", f"cannot replace {experiment.name}; nothing was changed")
-        shutil.rmtree(experiment)
+        for path in held:  # not the lock this command holds
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     _check_writable(experiment, "experiment folder", "pass a writable --storage or set NUCLEI_SEARCH_STORAGE")
 
 
@@ -230,10 +236,63 @@ def save_metadata(experiment: Path, options: SearchOptions, space_yaml: str, rem
     (experiment / SPACE_FILE).write_text(space_yaml)
     # where the live study is: Ray's saved searcher reopens it at this absolute path on resume;
     # the data fingerprint lets a later search warm-start from this one (search.warm_start)
+    # the space as started, and its content hash: resume refuses an edited space.yaml (check_space)
     metadata = {**dataclasses.asdict(options), "study_db": str(experiment.resolve() / STUDY_FILE),
-                "data_fingerprint": data_fingerprint}
+                "data_fingerprint": data_fingerprint, "space_sha256": space_digest(space_yaml),
+                "space_started": yaml.safe_load(space_yaml)}
     (experiment / EXPERIMENT_FILE).write_text(json.dumps(metadata, indent=2))
     if remote is not None:
         from cluster.storage import upload
 
         upload(experiment, [SPACE_FILE, EXPERIMENT_FILE], remote)
+
+
+def space_digest(space_yaml: str) -> str:
+    """Content hash of a space: of what it says, not of its comments, spacing or key order."""
+    doc = yaml.safe_load(space_yaml)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def space_changes(before: dict, after: dict, limit: int = 6) -> str:
+    """A one-line, diff-like summary: 'params.lr.loguniform [0.0001, 0.01] -> [0.001, 0.01]; params.x added'."""
+    def flat(doc, prefix=""):
+        items = {}
+        for key, value in (doc or {}).items():
+            name = f"{prefix}{key}"
+            items.update(flat(value, name + ".") if isinstance(value, dict) and value else {name: value})
+        return items
+
+    old, new = flat(before), flat(after)
+    changes = [f"{k} {old[k]} -> {new[k]}" for k in old if k in new and old[k] != new[k]]
+    changes += [f"{k} removed" for k in old if k not in new] + [f"{k} added" for k in new if k not in old]
+    more = f"; and {len(changes) - limit} more" if len(changes) > limit else ""
+    return "; ".join(changes[:limit]) + more
+
+
+def check_space(experiment: Path, options: SearchOptions) -> str:
+    """The experiment's space.yaml, refused if it was edited since the search started.
+
+    Resume continues the search that was started (its trials, the study's distributions);
+    an edited space would be ignored in part and leave the file describing another search.
+    """
+    path = experiment / SPACE_FILE
+    text = path.read_text()
+    recorded = json.loads((experiment / EXPERIMENT_FILE).read_text())
+    if not recorded.get("space_sha256"):  # started before spaces were hashed
+        return text
+    try:
+        changed = space_digest(text) != recorded["space_sha256"]
+        summary = space_changes(recorded.get("space_started") or {}, yaml.safe_load(text) or {}) if changed else ""
+    except (yaml.YAMLError, AttributeError):
+        changed, summary = True, "it no longer parses as a YAML mapping"
+    if not changed:
+        return text
+    storage = f" --storage {options.storage}" if options.storage else ""
+    if options.engine == "ray" and options.searcher == "optuna":
+        instead = (f"to search the edited space, start a new experiment warm-started from this one: "
+                   f"`nuclei-search run --space {path} --name {experiment.name}-2 --warm-start {experiment.name}"
+                   f"{storage}`")
+    else:
+        instead = f"to search the edited space, start a new experiment: `nuclei-search run --space {path} --name {experiment.name}-2`"
+    raise ExperimentError(f"{path} was changed after the search started ({summary or 'content differs'}); "
+                          f"resume continues the search as started: restore the file, or {instead}")

@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from search.experiment import SearchOptions, claim, local_dir, save_metadata, SPACE_FILE, find_experiment
+from nuclei_search.lock import writer_lock
+from search.experiment import SearchOptions, check_space, claim, find_experiment, local_dir, save_metadata
 from search.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -120,14 +121,18 @@ def _replace_dir(src: Path, dest: Path, copy: bool) -> None:
 
 def run_keras_tuner(options: SearchOptions, *, overwrite: bool = False, progress: bool = True,
                     resume: bool = False):
+    experiment = find_experiment(options.name, options.storage) if resume else local_dir(options.storage, options.name)
+    with writer_lock(experiment, "experiment"):  # one writer, as for Ray Tune searches
+        return _search(options, experiment, overwrite, progress, resume)
+
+
+def _search(options: SearchOptions, experiment: Path, overwrite: bool, progress: bool, resume: bool):
     from search.runner import SearchSummary, effective_space
 
     if resume:
-        experiment = find_experiment(options.name, options.storage)
-        space = SearchSpace.from_text((experiment / SPACE_FILE).read_text(), source=options.space)
+        space = SearchSpace.from_text(check_space(experiment, options), source=options.space)
     else:
         space = effective_space(options)
-        experiment = local_dir(options.storage, options.name)
         claim(experiment, overwrite)
         save_metadata(experiment, options, space.to_yaml())
     if space.start_from:  # KerasTuner's oracles have no API to enqueue given points

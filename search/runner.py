@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nuclei_search.errors import ConfigError, ExperimentError
+from nuclei_search.lock import writer_lock
 from search.experiment import (
     SearchOptions,
+    check_space,
     check_study,
     claim,
     find_experiment,
@@ -25,7 +27,6 @@ from search.experiment import (
     remote_dir,
     save_metadata,
     storage_root,
-    SPACE_FILE,
     STUDY_FILE,
 )
 from search.space import SearchSpace
@@ -147,9 +148,19 @@ def build_trainable(options: SearchOptions, space: SearchSpace, function=None):
     return tune.with_resources(trainable, resources)
 
 
-def _run_config(options: SearchOptions, progress: bool, callbacks: list | None = None, stop=None):
+def _run_config(options: SearchOptions, space: SearchSpace, progress: bool, verbose: bool,
+                callbacks: list | None = None, stop=None):
+    """Ray's RunConfig. `progress`: our compact console (search.console), or with `verbose`
+    Ray Tune's own reporter instead."""
     from ray import tune
 
+    callbacks = list(callbacks or [])
+    if progress and not verbose:
+        from search.console import SearchConsole
+
+        callbacks.append(SearchConsole(options.name, total=options.num_samples + options.refit_top,
+                                       max_epochs=max_epochs(space), concurrency=options.max_concurrent,
+                                       searched=[p.name for p in space.params]))
     return tune.RunConfig(
         name=options.name,
         stop=stop,
@@ -158,8 +169,8 @@ def _run_config(options: SearchOptions, progress: bool, callbacks: list | None =
             num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
         ),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        verbose=1 if progress else 0,
-        callbacks=callbacks,
+        verbose=1 if progress and verbose else 0,
+        callbacks=callbacks or None,
     )
 
 
@@ -172,7 +183,7 @@ def _prepare_data(space: SearchSpace, options: SearchOptions, progress: bool) ->
     return prepare(config.data, cache_dir=config.cache_dir, progress=progress).fingerprint
 
 
-def run_search(options: SearchOptions, *, overwrite: bool = False, progress: bool = True,
+def run_search(options: SearchOptions, *, overwrite: bool = False, progress: bool = True, verbose: bool = False,
                trainable=None, callbacks: list | None = None, stop=None) -> SearchSummary:
     """Start a new search (refuses an existing experiment unless overwrite).
 
@@ -180,9 +191,9 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
     `callbacks` are Ray Tune callbacks (`ray.tune.Callback`, e.g. an MLflow or W&B logger);
     Ray keeps them with the experiment, so `resume` uses them again. `stop` is Ray Tune's
     stopping criterion (`RunConfig(stop=...)`: a dict, a function or a `ray.tune.Stopper`).
+    `progress` shows the live console (search.console); `verbose` shows Ray Tune's own
+    reporter and the trial processes' output instead.
     """
-    from ray import tune
-
     options.validate()
     if options.engine == "keras-tuner":
         from search.keras_tuner_engine import run_keras_tuner
@@ -202,20 +213,30 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
 
         fingerprint = _prepare_data(space, options, progress)
         earlier = earlier_trials(space, fingerprint, options.warm_start, options.storage)
-    claim(experiment, overwrite, remote)
-    if fingerprint is None and options.address is None:
-        fingerprint = _prepare_data(space, options, progress)
-    save_metadata(experiment, options, space.to_yaml(), remote, data_fingerprint=fingerprint)
-    if earlier:
-        from search.optuna_searcher import study_storage
-        from search.warm_start import warm_start_study
+    with writer_lock(experiment, "experiment"):  # one writer: a second run or resume of it stops here
+        claim(experiment, overwrite, remote)
+        if fingerprint is None and options.address is None:
+            fingerprint = _prepare_data(space, options, progress)
+        save_metadata(experiment, options, space.to_yaml(), remote, data_fingerprint=fingerprint)
+        if earlier:
+            from search.optuna_searcher import study_storage
+            from search.warm_start import warm_start_study
 
-        warm_start_study(study_storage(experiment), options.name, earlier)
-    from cluster.runtime import connect
+            warm_start_study(study_storage(experiment), options.name, earlier)
+        from cluster.runtime import connect
 
-    connect(options.address)
+        connect(options.address, log_to_driver=verbose)
+        tuner = _new_tuner(options, space, experiment, trainable,
+                           _run_config(options, space, progress, verbose, callbacks, stop))
+        return _fit(tuner, options, experiment, verbose)
+
+
+def _new_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, trainable, run_config):
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
     search_alg, param_space = build_searcher(options, space, experiment)
-    tuner = tune.Tuner(
+    return tune.Tuner(
         build_trainable(options, space, trainable),
         param_space=param_space,
         tune_config=tune.TuneConfig(
@@ -224,7 +245,8 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
             search_alg=search_alg,
             scheduler=build_scheduler(options, max_epochs(space)),
             num_samples=options.num_samples + options.refit_top,
-            max_concurrent_trials=options.max_concurrent,
+            # a ConcurrencyLimiter (Optuna without refit) limits itself; Ray warns if told twice
+            max_concurrent_trials=None if isinstance(search_alg, ConcurrencyLimiter) else options.max_concurrent,
             # Trial after trial in one worker process (models.runtime clears Keras state per
             # trial and releases what TensorFlow keeps, benchmarks/worker_memory.py; the trial's
             # tf.data iterator frees at once, data_pipeline/loader.py): a slot is handed over
@@ -233,15 +255,15 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
             reuse_actors=options.reuse_actors,
             trial_dirname_creator=trial_dirname,
         ),
-        run_config=_run_config(options, progress, callbacks, stop),
+        run_config=run_config,
     )
-    return _fit(tuner, options, experiment)
 
 
-def resume_search(ref: str, *, storage: str | None = None, progress: bool = True) -> SearchSummary:
-    """Continue an interrupted search: finished trials are kept, unfinished ones continue."""
-    from ray import tune
+def resume_search(ref: str, *, storage: str | None = None, progress: bool = True,
+                  verbose: bool = False) -> SearchSummary:
+    """Continue an interrupted search: finished trials are kept, unfinished ones continue.
 
+    Refused while another process writes the experiment, and when its space.yaml was edited."""
     from cluster.runtime import connect
 
     experiment = find_experiment(ref, storage, results=False)
@@ -250,9 +272,26 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
         from search.keras_tuner_engine import run_keras_tuner
 
         return run_keras_tuner(options, overwrite=False, progress=progress, resume=True)
-    if options.searcher == "optuna":
-        check_study(experiment)
-    space = SearchSpace.from_text((experiment / SPACE_FILE).read_text(), source=options.space)
+    with writer_lock(experiment, "experiment"):
+        space = SearchSpace.from_text(check_space(experiment, options), source=options.space)
+        if options.searcher == "optuna":
+            check_study(experiment)
+        ray_dir = _restorable(experiment, options)
+        if options.address is None:
+            _prepare_data(space, options, progress)
+        connect(options.address, log_to_driver=verbose)
+        from ray import tune
+
+        tuner = tune.Tuner.restore(  # with the run's RunConfig: its console (or reporter) and callbacks
+            ray_dir, trainable=build_trainable(options, space), resume_unfinished=True, resume_errored=True,
+        )
+        return _fit(tuner, options, experiment, verbose)
+
+
+def _restorable(experiment: Path, options: SearchOptions) -> str:
+    """Where Ray restores the experiment from, its missing checkpoints repaired (local storage)."""
+    from ray import tune
+
     remote = remote_dir(options.storage, options.name)
     ray_dir = remote or str(experiment)
     if not tune.Tuner.can_restore(ray_dir):
@@ -261,16 +300,14 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
         from search.checkpoint_repair import repair_missing_checkpoints
 
         repair_missing_checkpoints(experiment)
-    if options.address is None:
-        _prepare_data(space, options, progress)
-    connect(options.address)
-    tuner = tune.Tuner.restore(
-        ray_dir, trainable=build_trainable(options, space), resume_unfinished=True, resume_errored=True,
-    )
-    return _fit(tuner, options, experiment)
+    return ray_dir
 
 
-def _fit(tuner, options: SearchOptions, experiment: Path) -> SearchSummary:
+def _fit(tuner, options: SearchOptions, experiment: Path, verbose: bool) -> SearchSummary:
+    # Ray's hint to checkpoint the experiment state less often asks nothing a user can act on
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not verbose:  # Ray's newer console prints an experiment box on a terminal even at verbose=0
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - started

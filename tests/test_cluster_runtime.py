@@ -62,7 +62,7 @@ def test_runtime_env_ships_every_project_package():
     folders = [Path(p) for p in env["py_modules"]]
     assert [f.name for f in folders] == list(PROJECT_PACKAGES)
     assert all((f / "__init__.py").is_file() for f in folders)
-    assert env["env_vars"]["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert env["env_vars"]["TF_CPP_MIN_LOG_LEVEL"] == "3"
     assert env["env_vars"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
     assert "__pycache__" in env["excludes"]
     assert "py_modules" not in project_runtime_env(ship_code=False)

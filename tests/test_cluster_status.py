@@ -186,7 +186,7 @@ def test_connect_ships_the_project_code(three_nodes, no_ray_after, monkeypatch, 
     # the worker imports the uploaded copy (runtime_resources), not this working tree
     assert runtime_file != runtime_module.__file__ and "runtime_resources" in runtime_file
     assert "runtime_resources" in search_file
-    assert tf_level == "2"
+    assert tf_level == "3"
     connect(three_nodes.address)  # already connected: a no-op
     disconnect()
     assert not ray.is_initialized()

@@ -120,8 +120,13 @@ def test_tta_transforms_are_exactly_inverted_and_tiles_keep_the_size(model_dir, 
     whole = predictor.predict(big)
     tiled = predictor.predict(big, tile=256)
     assert whole.shape == tiled.shape == (1040, 1388, 1)
+    assert whole.dtype == np.float32 and tiled.dtype == np.float16  # a tiled map is stitched in half precision
     # blended tiles agree with the whole-image prediction away from tile seams
-    assert float(np.abs(whole - tiled).mean()) < 0.02
+    assert float(np.abs(whole - tiled.astype(np.float32)).mean()) < 0.02
+    tiled_tta = predictor.predict(big, tile=512, tta=True)  # one transformed view at a time
+    assert tiled_tta.shape == (1040, 1388, 1) and tiled_tta.dtype == np.float16
+    whole_tta = predictor.predict(big, tta=True)
+    assert float(np.abs(whole_tta - tiled_tta.astype(np.float32)).mean()) < 0.02
 
 
 def test_kaggle_layout_zip_of_images_only(model_dir, image_dir, tmp_path):

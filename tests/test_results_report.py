@@ -92,6 +92,24 @@ def test_report_renders_in_headless_chromium(report, browser, tmp_path):
     assert np.count_nonzero(non_white[2000:]) > 0.02 * non_white[2000:].size
 
 
+def test_wide_rows_scroll_inside_their_section_never_the_page(report, browser, tmp_path):
+    """In an 800-px window the one-panel-per-hyperparameter slice figure (about 900 px here)
+    is wider than the page: it scrolls inside its section, and the page itself does not."""
+    measured = tmp_path / "measured.html"
+    probe = ("<script>setTimeout(function () { var b = document.body; "
+             "b.setAttribute('data-page-width', document.documentElement.scrollWidth); "
+             "b.setAttribute('data-view-width', window.innerWidth); "
+             "var f = document.querySelector('#slices .figure'); "
+             "b.setAttribute('data-figure-scroll', f.scrollWidth - f.clientWidth); }, 4000);</script>")
+    measured.write_text(report.read_text(encoding="utf-8").replace("</body>", probe + "</body>"), encoding="utf-8")
+    dom = _chromium(browser, tmp_path / "profile-width", "--dump-dom", "--window-size=800,2000", measured.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    widths = {k: int(v) for k, v in re.findall(r'data-(page-width|view-width|figure-scroll)="(-?\d+)"', dom.stdout)}
+    assert set(widths) == {"page-width", "view-width", "figure-scroll"}, dom.stdout[:500]
+    assert widths["figure-scroll"] > 0  # the figure is wider than its section ...
+    assert widths["page-width"] <= widths["view-width"], widths  # ... and the page does not scroll
+
+
 def test_report_refuses_a_folder_as_out(tiny_experiment, tmp_path, capsys):
     assert main(["report", str(tiny_experiment), "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 
+import cv2
 import keras
+import numpy as np
 import pytest
 
 from models.train import TrainState, train
@@ -30,6 +32,21 @@ def test_train_cli_writes_model_history_and_metrics(tmp_path, capsys):
     model = keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
     assert model.output_shape[-1] == 1
     assert '"val_iou"' in capsys.readouterr().out
+    # the folder has an export's model card: predict and evaluate --split val take it
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["engine"] == "train" and card["config"]["backbone"] == "mobilenetv2"
+    assert card["data"]["fingerprint"] == metrics["data_fingerprint"] and len(card["data"]["val_ids"]) == metrics["n_val"]
+    assert card["input"]["stride_multiple"] == 16
+    assert main(["evaluate", str(out), "--split", "val", "--quiet", "--format", "json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["images"] == metrics["n_val"] and scored["source"] == "synthetic"
+    assert abs(scored["pooled"]["iou"] - metrics["val_iou"]) < 1e-3  # the same images, the same score
+    image = tmp_path / "cells.png"
+    assert cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8))
+    assert main(["predict", str(out), str(image), "--out", str(tmp_path / "pred"), "--quiet"]) == 0
+    mask = cv2.imread(str(tmp_path / "pred" / "cells_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (70, 90) and set(np.unique(mask)) <= {0, 255}
+    capsys.readouterr()
 
     # an existing --out with content is refused without --overwrite, and left as it was
     before = (out / "metrics.json").read_text()

@@ -49,11 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # OpenCV logs its own line for a corrupt PNG; the error we raise names the file instead
     os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     parser = build_parser()
     args = parser.parse_args(argv)
+    # TensorFlow's C++ log lines (cuInit, oneDNN, absl) ask nothing of the user: off unless -v
+    # or a command's --verbose; set before anything imports TensorFlow
+    loud = args.verbose or getattr(args, "ray_verbose", False)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if loud else "3")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -76,7 +76,8 @@ def register(sub) -> None:
                           description="Predict nucleus masks with an exported model. INPUT: image files, folders "
                                       "of images, Kaggle-layout folders or zips (e.g. stage1_test.zip). Images "
                                       "keep their size (padding, or blended tiles when large).")
-    pred.add_argument("model", type=Path, metavar="MODEL_DIR", help="folder written by `nuclei-search export`")
+    pred.add_argument("model", type=Path, metavar="MODEL_DIR",
+                      help="folder written by `nuclei-search export` or `nuclei-search train`")
     pred.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders or zips")
     pred.add_argument("--out", type=Path, required=True, help="output folder for <id>_mask.png files")
     pred.add_argument("--rle", type=Path, default=None, metavar="CSV",
@@ -96,9 +97,11 @@ def register(sub) -> None:
     ev = sub.add_parser("evaluate", help="score an export on labelled Kaggle-layout data",
                         description="Foreground IoU, Dice and Kaggle mAP@[0.5:0.95] of an exported model, per "
                                     "image and on average, on Kaggle-layout data with masks.")
-    ev.add_argument("model", type=Path, metavar="MODEL_DIR", help="folder written by `nuclei-search export`")
-    ev.add_argument("--data", required=True, metavar="SOURCE",
-                    help="Kaggle-layout folder or zip with masks (or synthetic:N, kaggle)")
+    ev.add_argument("model", type=Path, metavar="MODEL_DIR",
+                    help="folder written by `nuclei-search export` or `nuclei-search train`")
+    ev.add_argument("--data", default=None, metavar="SOURCE",
+                    help="Kaggle-layout folder or zip with masks (or synthetic:N, kaggle); default: the model "
+                         "card's data source")
     ev.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     ev.add_argument("--split", choices=("all", "val"), default="all",
                     help="all images of --data (default) or only the validation images named in the model card")
@@ -313,7 +316,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title=f"{args.model} on {args.data} ({len(result.per_image)} images, threshold "
+    table = Table(title=f"{args.model} on {result.source} ({len(result.per_image)} images, threshold "
                         f"{result.threshold}, instances: {result.instance_method})", title_justify="left")
     for column in ("image", "size", "iou", "dice", "map", "nuclei", "predicted"):
         table.add_column(column, justify="left" if column in ("image", "size") else "right")

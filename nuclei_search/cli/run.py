@@ -60,6 +60,8 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment of this name")
     p.add_argument("--resume", action="store_true", help="continue the existing experiment of this name")
     p.add_argument("--quiet", action="store_true", help="no progress table")
+    p.add_argument("--verbose", dest="ray_verbose", action="store_true",
+                   help="Ray Tune's own progress reporter and the trials' log output instead of the compact table")
     p.set_defaults(func=run_cmd)
 
     r = sub.add_parser("resume", help="continue an interrupted search",
@@ -68,6 +70,8 @@ def register(sub) -> None:
     r.add_argument("experiment", metavar="EXP", help="experiment name or folder")
     r.add_argument("--storage", default=None, metavar="PATH_OR_URI", help="storage root the experiment is in")
     r.add_argument("--quiet", action="store_true", help="no progress table")
+    r.add_argument("--verbose", dest="ray_verbose", action="store_true",
+                   help="the trials' log output (the table, or Ray's reporter, is the one the run showed)")
     r.set_defaults(func=resume_cmd)
 
 
@@ -85,8 +89,18 @@ def _print_summary(summary) -> None:
     print(f"next: nuclei-search leaderboard {summary.experiment.name}")
 
 
+def _quiet_libraries(args: argparse.Namespace) -> None:
+    """Optuna announces each study it creates at INFO; only -v or --verbose show that."""
+    if not (args.verbose or args.ray_verbose):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def run_cmd(args: argparse.Namespace) -> int:
     from search.runner import resume_search, run_search
+
+    _quiet_libraries(args)
 
     if args.resume and args.overwrite:
         from nuclei_search.errors import ConfigError
@@ -94,7 +108,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         raise ConfigError("--resume and --overwrite exclude each other")
     name = args.name or time.strftime("quick-%Y%m%d-%H%M%S")
     if args.resume:
-        summary = resume_search(name, storage=args.storage, progress=not args.quiet)
+        summary = resume_search(name, storage=args.storage, progress=not args.quiet, verbose=args.ray_verbose)
     else:
         options = SearchOptions(
             name=name, space=args.space or quick_space(), num_samples=args.num_samples,
@@ -105,7 +119,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             max_failures=args.max_failures, cache_dir=args.cache_dir, reuse_actors=args.reuse_actors,
             refit_top=args.refit_top, refit_epochs=args.refit_epochs, warm_start=list(args.warm_start),
         )
-        summary = run_search(options, overwrite=args.overwrite, progress=not args.quiet)
+        summary = run_search(options, overwrite=args.overwrite, progress=not args.quiet, verbose=args.ray_verbose)
     _print_summary(summary)
     return 0 if summary.terminated else 1
 
@@ -113,6 +127,8 @@ def run_cmd(args: argparse.Namespace) -> int:
 def resume_cmd(args: argparse.Namespace) -> int:
     from search.runner import resume_search
 
-    summary = resume_search(args.experiment, storage=args.storage, progress=not args.quiet)
+    _quiet_libraries(args)
+
+    summary = resume_search(args.experiment, storage=args.storage, progress=not args.quiet, verbose=args.ray_verbose)
     _print_summary(summary)
     return 0 if summary.terminated else 1

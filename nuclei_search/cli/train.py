@@ -12,7 +12,7 @@ from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ExperimentError
 from nuclei_search.outputs import STORAGE_ERRNOS, prepare_output_dir, reason
 
-OUTPUT_FILES = ("model.keras", "history.csv", "metrics.json", "config.yaml")
+OUTPUT_FILES = ("model.keras", "history.csv", "metrics.json", "config.yaml", "model_card.json")
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train one U-Net (one trial) and write model.keras, history.csv, metrics.json",
+        help="train one U-Net (one trial) and write model.keras, history.csv, metrics.json, model_card.json",
         description="Train one U-Net from flags or a YAML trial config. Default data: synthetic nuclei.",
     )
     p.add_argument("--config", metavar="YAML", help="trial config file (TrialConfig fields)")
@@ -57,8 +57,11 @@ def run_train(args: argparse.Namespace) -> int:
     prepare_output_dir(args.out, args.overwrite, OUTPUT_FILES)  # before TensorFlow loads: fails in a second
     from models.train import train_to_folder
 
+    from results.export import train_card, write_card
+
     try:
         result = train_to_folder(config, args.out, cpus=args.cpus, progress=not args.quiet)
+        write_card(args.out, train_card(result))  # predict, evaluate and the dashboard take the folder
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:
             raise
@@ -72,5 +75,6 @@ def run_train(args: argparse.Namespace) -> int:
     summary = {k: record[k] for k in ("val_iou", "val_iou_per_image", "val_dice", "val_map", "best_epoch",
                                       "epochs", "seconds")}
     print(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}/model.keras, history.csv, metrics.json")
+    print(f"wrote {args.out}/model.keras, history.csv, metrics.json, model_card.json "
+          f"(`nuclei-search predict {args.out} IMAGES --out DIR` uses it)")
     return 0

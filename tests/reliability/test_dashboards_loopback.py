@@ -84,7 +84,7 @@ def test_local_ray_listens_on_loopback_only_with_no_dashboard(no_ray_address, mo
         assert node["NodeManagerAddress"] == "127.0.0.1"
         context = ray.get_runtime_context()
         assert context.gcs_address.startswith("127.0.0.1:")
-        assert context.runtime_env.get("env_vars", {}).get("TF_CPP_MIN_LOG_LEVEL") == "2"
+        assert context.runtime_env.get("env_vars", {}).get("TF_CPP_MIN_LOG_LEVEL") == "3"
         assert not ray._private.worker.global_worker.node.address_info.get("webui_url")  # no dashboard
         listening = _listening(_descendants(os.getpid()))
         assert listening, "found no listening socket of Ray's processes"

@@ -26,6 +26,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from nuclei_search.lock import LOCK_FILE
 from search_helpers import trial_dirs, trial_results, trial_starts, write_space
 
 pytestmark = pytest.mark.slow
@@ -172,6 +173,9 @@ run_search(SearchOptions(name="window", space={str(space)!r}, num_samples=2, max
     assert "does not exist on storage anymore" not in final.stdout + final.stderr
     assert "was deleted before Ray saved its state" in final.stderr
     assert list(experiment.glob("experiment_state-*.json.bak"))  # the state as Ray left it is kept
+    # the killed driver's lock was taken over (it could not remove it), and removed at the end
+    assert "taking over the lock left by pid" in final.stderr and "which is no longer running" in final.stderr
+    assert not (experiment / LOCK_FILE).exists()
 
     for checkpoint in deleted:
         trial = checkpoint.parent
