@@ -17,6 +17,9 @@ def configure_tensorflow(cpus: int | None = None, seed: int | None = None) -> di
     (several trials on one device) only work with memory growth on: without it the
     first trial grabs the whole card. Returns what was applied, for the trial's log.
     """
+    from nuclei_search.quiet import import_tensorflow, native_stderr_silenced, wants_quiet
+
+    import_tensorflow()
     import keras
     import tensorflow as tf
 
@@ -28,7 +31,8 @@ def configure_tensorflow(cpus: int | None = None, seed: int | None = None) -> di
             applied["threads"] = int(cpus)
         except RuntimeError:  # TF already initialised in this process: keep its pools
             log.debug("TensorFlow already initialised; thread pools left as they are")
-    gpus = tf.config.list_physical_devices("GPU")
+    with native_stderr_silenced(wants_quiet()):  # device discovery logs cuInit's failure on CPU machines
+        gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)

@@ -85,6 +85,9 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
     """Ray Tune function trainable. `config` holds the sampled values plus the fixed ones."""
     import ray
 
+    from nuclei_search.quiet import import_tensorflow
+
+    import_tensorflow()  # TensorFlow's start-up lines stay out of the trial's log (TF_CPP_MIN_LOG_LEVEL=3)
     from models.train import train
     from search.space import SearchSpace
 

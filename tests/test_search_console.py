@@ -2,7 +2,8 @@
 
 Not a terminal (CI logs, `ray job submit`): one line per event, each with the header
 (experiment, trials done/running/total, best so far, elapsed, time left), then the
-summary ending with the best trial and the next command. A terminal (a real pty from
+summary ending with the best trial and the next command: `check_non_terminal_output`,
+applied to the search that tests/test_dashboard.py watches. A terminal (a real pty from
 `script`): the table redrawn in place; the last screen fits 40 lines. Neither shows
 TensorFlow/CUDA C++ log lines, Ray's per-trial boxes or warnings nobody can act on.
 """
@@ -23,45 +24,48 @@ pytestmark = pytest.mark.slow
 
 NOISE = ("cuInit", "oneDNN", "absl", "cuda_", "Configuration for experiment", "Trial status", "╭",
          "Token authentication", "ConcurrencyLimiter", "new study created", "TUNE_WARN", "Checkpoint successfully")
-EVENT = re.compile(
-    r"^\d\d:\d\d:\d\d t: (\d)/2 trials done, (\d) running, best val_iou_best (-|\d\.\d{4} \([0-9a-f]{8}\)), "
-    r"elapsed \d+\.\d min(, left ≤ \d+\.\d min)? \| trial ([0-9a-f]{8}) "
-    r"(started|epoch \d val_iou_best \S+|finished|stopped early at epoch \d)$")
+def event_pattern(name: str, total: int) -> re.Pattern:
+    """One line of the non-terminal console: the header, then the event."""
+    return re.compile(
+        rf"^\d\d:\d\d:\d\d {re.escape(name)}: (\d+)/{total} trials done, (\d+) running, "
+        r"best val_iou_best (-|\d\.\d{4} \([0-9a-f]{8}\)), elapsed \d+\.\d min(, left ≤ \d+\.\d min)? "
+        r"\| trial ([0-9a-f]{8}) (started|epoch \d+ val_iou_best \S+|finished|stopped early at epoch \d+)$")
 
 
-def _run(tmp_path, terminal: bool) -> subprocess.CompletedProcess:
-    space = write_space(tmp_path, epochs=2)
-    command = [sys.executable, "-m", "nuclei_search", "run", "--space", str(space), "--name", "t", "--num-samples",
-               "2", "--storage", str(tmp_path / "exp")]
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "RAY_AIR_NEW_OUTPUT")}
-    if terminal:
-        command = [shutil.which("script"), "-qfec", " ".join(command), str(tmp_path / "typescript")]
-        env.update(COLUMNS="100", LINES="40", TERM="xterm")
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-
-
-def test_not_a_terminal_one_line_per_event_then_the_summary(tmp_path):
-    done = _run(tmp_path, terminal=False)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+def check_non_terminal_output(done: subprocess.CompletedProcess, name: str, trials: int) -> None:
+    """A `run` whose output was not a terminal: one line per event, then the summary ending with
+    the best trial and the next command, and none of the noise. (The dashboard test's search,
+    tests/test_dashboard.py, is checked with it.)"""
+    pattern = event_pattern(name, trials)
     lines = done.stdout.strip().splitlines()
     events, summary = lines[:-5], lines[-5:]
     for line in events:
-        assert EVENT.match(line), line
-    kinds = [EVENT.match(line).group(6).split()[0] for line in events]
-    assert kinds.count("started") == 2 and kinds.count("epoch") >= 3
-    assert kinds.count("finished") + kinds.count("stopped") == 2
-    assert EVENT.match(events[-1]).group(1) == "2"  # the last event: every trial done
-    assert summary[0].startswith("experiment: ") and summary[1] == "trials: 2 (2 finished, 0 errored)"
-    assert summary[2].startswith("best trial: ") and summary[-1] == "next: nuclei-search leaderboard t"
+        assert pattern.match(line), line
+    kinds = [pattern.match(line).group(6).split()[0] for line in events]
+    assert kinds.count("started") == trials and kinds.count("epoch") >= trials
+    assert kinds.count("finished") + kinds.count("stopped") == trials
+    assert pattern.match(events[-1]).group(1) == str(trials)  # the last event: every trial done
+    assert summary[0].startswith("experiment: ") and summary[1] == f"trials: {trials} ({trials} finished, 0 errored)"
+    assert summary[2].startswith("best trial: ") and summary[-1] == f"next: nuclei-search leaderboard {name}"
     for noise in NOISE:
         assert noise not in done.stdout + done.stderr, noise
     assert len(done.stderr.strip().splitlines()) <= 1, done.stderr  # at most a machine-specific Ray warning
 
 
+def _run_on_a_terminal(tmp_path) -> subprocess.CompletedProcess:
+    space = write_space(tmp_path, epochs=2)
+    command = [sys.executable, "-m", "nuclei_search", "run", "--space", str(space), "--name", "t", "--num-samples",
+               "2", "--storage", str(tmp_path / "exp")]
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "RAY_AIR_NEW_OUTPUT")}
+    env.update(COLUMNS="100", LINES="40", TERM="xterm")
+    command = [shutil.which("script"), "-qfec", " ".join(command), str(tmp_path / "typescript")]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
 def test_on_a_terminal_the_table_is_redrawn_in_place_and_fits_one_screen(tmp_path):
     if shutil.which("script") is None:
         pytest.fail("`script` (util-linux) is needed to give the search a real terminal")
-    done = _run(tmp_path, terminal=True)
+    done = _run_on_a_terminal(tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     transcript = (tmp_path / "typescript").read_text(errors="replace")
     frames = re.split(r"\x1b\[\d*A", transcript)  # rich moves the cursor up to redraw the table
@@ -75,3 +79,4 @@ def test_on_a_terminal_the_table_is_redrawn_in_place_and_fits_one_screen(tmp_pat
     assert screen[-1] == "next: nuclei-search leaderboard t" and screen[-3].startswith("best trial: ")
     for noise in NOISE:
         assert noise not in transcript, noise
+

@@ -28,6 +28,10 @@ COMMAND_MODULES = (
 )
 
 
+#: commands that load TensorFlow (imported once, quietly, before the command runs)
+TENSORFLOW_COMMANDS = {"run", "resume", "train", "export", "predict", "evaluate", "report", "dashboard"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nuclei-search",
@@ -57,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     # or a command's --verbose; set before anything imports TensorFlow
     loud = args.verbose or getattr(args, "ray_verbose", False)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if loud else "3")
+    if args.command in TENSORFLOW_COMMANDS:
+        from nuclei_search.quiet import import_tensorflow
+
+        import_tensorflow()  # its start-up lines off stderr unless asked for
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

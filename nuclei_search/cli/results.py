@@ -112,6 +112,40 @@ def register(sub) -> None:
     ev.add_argument("--tile", type=int, default=None, metavar="N", help="predict in overlapping N×N tiles")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=evaluate_cmd)
+    register_dashboard(sub)
+
+
+def register_dashboard(sub) -> None:
+    dash = sub.add_parser("dashboard", help="a live web view of searches (leaderboard, curves, predictions)",
+                          description="Serve a dashboard of running and finished experiments on 127.0.0.1: "
+                                      "leaderboard with sorting and filters, learning curves, IoU by image type, "
+                                      "validation predictions of a chosen trial, several experiments side by side. "
+                                      "It only reads the experiment folders.")
+    dash.add_argument("experiments", nargs="*", metavar="EXP",
+                      help="experiment names or folders (default: every experiment under --storage, "
+                           "found again as new ones start)")
+    dash.add_argument("--storage", default=None, metavar="PATH_OR_URI", help="storage root of the experiments")
+    dash.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    dash.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default 127.0.0.1; any other needs --allow-remote)")
+    dash.add_argument("--allow-remote", action="store_true",
+                      help="allow a non-loopback --host: anyone who can reach it sees the experiments")
+    dash.set_defaults(func=dashboard_cmd)
+
+
+def dashboard_cmd(args: argparse.Namespace) -> int:
+    from results.dashboard import check_host, serve
+
+    if not check_host(args.host, args.allow_remote):
+        print(f"warning: the dashboard listens on {args.host}: anyone who can reach it sees the experiments",
+              file=sys.stderr)
+    if not 0 < args.port < 65536:
+        from nuclei_search.errors import ConfigError
+
+        raise ConfigError(f"--port must be in 1..65535 (got {args.port})")
+    print(f"dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    serve(args.experiments, storage=args.storage, host=args.host, port=args.port)
+    return 0
 
 
 def _postprocess_options(p: argparse.ArgumentParser) -> None:

@@ -60,3 +60,18 @@ def test_predict_never_leaves_half_an_output_or_replaces_a_submission_unasked(mo
                  "--overwrite", "--quiet"]) == 0
     assert csv_path.read_text().startswith("ImageId,EncodedPixels")
     assert oct((tmp_path / "new").stat().st_mode & 0o777) != oct(0o700)
+
+
+def test_predict_in_a_fresh_process_writes_nothing_to_stderr(model_dir, image_dir, tmp_path):
+    """TensorFlow 2.19+ prints its start-up lines (absl, oneDNN, cuInit) whatever
+    TF_CPP_MIN_LOG_LEVEL says; the CLI keeps them off stderr (nuclei_search/quiet.py).
+    `train` is checked the same way by the one-line errors of test_storage_readonly_full.py."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-m", "nuclei_search", "predict", str(model_dir),
+                           str(image_dir / "tiny-37x53.png"), "--out", str(tmp_path / "p"), "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
