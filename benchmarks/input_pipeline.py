@@ -31,7 +31,8 @@ def run(quick: bool = False, rounds: int = 5) -> dict:
 
     from data_pipeline.loader import make_train_dataset, steps_per_epoch
     from models.runtime import configure_tensorflow
-    from models.train import compile_model, load_data
+    from data_pipeline.loader import load_data
+    from models.train import compile_model
     from models.unet import build_unet
     from nuclei_search.config import TrialConfig
 

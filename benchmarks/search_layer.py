@@ -33,7 +33,7 @@ SLEEP_S = 1.0
 def sleep_trial(config: dict, space_source: str | None = None, space_text: str | None = None) -> None:
     from ray import tune
 
-    from search.runner import RANK_METRIC
+    from nuclei_search.contract import RANK_METRIC
 
     time.sleep(SLEEP_S)
     score = 1.0 - abs(float(config.get("learning_rate", config.get("x", 0.5))) - 0.002) * 100

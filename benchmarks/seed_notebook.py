@@ -123,7 +123,7 @@ def run(quick: bool, epochs: int = 20, budget_seconds: float | None = None) -> d
 
     from models.evaluation import score_predictions
     from models.runtime import configure_tensorflow
-    from models.train import load_data
+    from data_pipeline.loader import load_data
     from nuclei_search.config import TrialConfig
 
     if budget_seconds is None and not quick and os.environ.get(BUDGET_ENV):

@@ -111,7 +111,7 @@ def count_flops(backbone: str, depth: int) -> dict:
 def _real_batches(config, threads: int, steps: int):
     """`steps` batches of the real training pipeline (stage1_train, light augmentation), as numpy arrays."""
     from data_pipeline.loader import make_train_dataset
-    from models.train import load_data
+    from data_pipeline.loader import load_data
 
     prepared, train_ids, val_ids = load_data(config)
     real = make_train_dataset(prepared, train_ids, config, cpus=threads)

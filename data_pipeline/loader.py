@@ -28,9 +28,15 @@ from nuclei_search.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def target_channels(config) -> int:
-    """1 (semantic mask) or 2 (+ boundary map) target channels."""
-    return 2 if config.boundary_channel else 1
+def load_data(config, progress: bool = False):
+    """(prepared dataset, train ids, val ids): the config's data prepared (cached) and split
+    deterministically (its val_fraction and split_seed, stratified by image type)."""
+    from data_pipeline.preprocess import prepare
+    from data_pipeline.split import train_val_split
+
+    prepared = prepare(config.data, cache_dir=config.cache_dir, progress=progress)
+    train_ids, val_ids = train_val_split(prepared.ids, prepared.types, config.val_fraction, config.split_seed)
+    return prepared, train_ids, val_ids
 
 
 def steps_per_epoch(n_train_ids: int, config) -> int:

@@ -273,11 +273,6 @@ class DatasetSource:
         masks = self.iter_masks(image_id, image.shape[:2])
         return image, labels_from_masks(masks, shape=image.shape[:2])
 
-    def describe(self) -> dict:
-        from data_pipeline.fingerprint import describe
-
-        return describe(self)
-
 
 # --------------------------------------------------------------------------- resolution
 def _zip_source(spec: str, path: Path, cache_dir: str | os.PathLike | None) -> DatasetSource:

@@ -85,8 +85,9 @@ class DiceScore(_OverlapMetric):
 
 
 def keras_metrics(threshold: float = 0.5) -> list[keras.metrics.Metric]:
-    """Fresh ``[ForegroundIoU, DiceScore]`` for ``model.compile(metrics=...)``."""
-    return [ForegroundIoU(threshold=threshold), DiceScore(threshold=threshold)]
+    """Fresh ``[ForegroundIoU, DiceScore]`` for ``model.compile(metrics=...)``, named as the
+    training history reports them (``iou``, ``dice``; ``val_`` is validation's prefix)."""
+    return [ForegroundIoU(threshold=threshold, name="iou"), DiceScore(threshold=threshold, name="dice")]
 
 
 # ----------------------------------------------------------------------------- NumPy

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from data_pipeline.loader import load_data
+from nuclei_search.contract import MODEL_FILE, STATE_FILE
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import DataError, NucleiSearchError
 
@@ -29,8 +31,6 @@ log = logging.getLogger(__name__)
 #: on_epoch_end(epoch (1-based), metrics of that epoch, model, state to checkpoint)
 EpochHook = Callable[[int, dict, object, "TrainState"], None]
 
-STATE_FILE = "train_state.json"
-MODEL_FILE = "model.keras"
 #: At least this many train steps per call into TensorFlow (Keras' `steps_per_execution`): the
 #: same steps, fewer round trips through Python per epoch (BENCHMARKS.md, `train_step`).
 STEPS_PER_EXECUTION = 8
@@ -117,7 +117,7 @@ def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps:
     import keras
 
     from models.losses import get_loss
-    from models.metrics import DiceScore, ForegroundIoU
+    from models.metrics import keras_metrics
 
     if config.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
@@ -126,7 +126,7 @@ def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=get_loss(config.loss),
-        metrics=[ForegroundIoU(name="iou"), DiceScore(name="dice")],
+        metrics=keras_metrics(),
         steps_per_execution=max(1, int(steps_per_execution)),
         jit_compile=jit_compile,
     )
@@ -160,16 +160,6 @@ def load_checkpoint_model(folder: str | Path):
     from models.unet import load_unet
 
     return load_unet(Path(folder) / MODEL_FILE, compile=True)
-
-
-def load_data(config: TrialConfig, progress: bool = False):
-    """Prepared dataset and its deterministic train/val split."""
-    from data_pipeline.preprocess import prepare
-    from data_pipeline.split import train_val_split
-
-    prepared = prepare(config.data, cache_dir=config.cache_dir, progress=progress)
-    train_ids, val_ids = train_val_split(prepared.ids, prepared.types, config.val_fraction, config.split_seed)
-    return prepared, train_ids, val_ids
 
 
 def train(

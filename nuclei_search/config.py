@@ -8,7 +8,6 @@ JSON/YAML scalar so a config survives Ray, Optuna, KerasTuner and json round tri
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -150,9 +149,6 @@ class TrialConfig:
 
     def replace(self, **changes: Any) -> "TrialConfig":
         return dataclasses.replace(self, **changes).validate()
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 def _coerce(name: str, f: dataclasses.Field, value: Any) -> Any:

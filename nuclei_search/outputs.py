@@ -57,16 +57,21 @@ def probe_writable(folder: Path) -> None:
         raise
 
 
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a --out that is a file, or an existing non-empty folder unless overwrite."""
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out {out} exists and is not a folder")
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not overwrite:
+        raise ExperimentError(f"--out {out} already holds files; pass --overwrite to replace them")
+
+
 def prepare_output_dir(out: Path, overwrite: bool, own_files: tuple[str, ...]) -> None:
     """Refuse an existing non-empty folder unless overwrite; then remove only `own_files` in it.
 
     A folder that cannot be written (read-only, full, no permission) is refused before anything
     in it is removed.
     """
-    if out.exists() and not out.is_dir():
-        raise ExperimentError(f"--out {out} exists and is not a folder")
-    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not overwrite:
-        raise ExperimentError(f"--out {out} already holds files; pass --overwrite to replace them")
+    check_output_dir(out, overwrite)
     try:
         probe_writable(out)
     except OSError as exc:

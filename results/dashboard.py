@@ -27,7 +27,8 @@ from nuclei_search.errors import ExperimentError, NucleiSearchError
 from results.leaderboard import experiment_frame, records
 from results.plots import PlotUnavailable
 from results.trials import Experiment, load_experiment
-from search.experiment import EXPERIMENT_FILE, is_uri, storage_root
+from cluster.storage import is_remote
+from search.experiment import EXPERIMENT_FILE, storage_root
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class ExperimentSource:
         if self.refs:
             return self.refs
         root = storage_root(self.storage)
-        if is_uri(root):
+        if is_remote(root):
             raise ExperimentError(f"name the experiments to show on {root}: `nuclei-search dashboard EXP ...`")
         folder = Path(root)
         found = [p.name for p in sorted(folder.iterdir()) if (p / EXPERIMENT_FILE).is_file()] if folder.is_dir() else []

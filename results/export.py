@@ -42,6 +42,7 @@ import numpy as np
 from models.evaluation import score_predictions, type_metrics
 from models.postprocess import Postprocess
 from nuclei_search.config import TrialConfig
+from nuclei_search.contract import CARD_FILE, MODEL_FILE, SAVED_MODEL_DIR
 from nuclei_search.lock import writer_lock
 from nuclei_search.outputs import prepare_output_dir
 from nuclei_search.errors import ConfigError, ExperimentError, NucleiSearchError
@@ -49,9 +50,6 @@ from results.trials import ENSEMBLE_RECORD, Experiment, TrialRecord, load_experi
 
 log = logging.getLogger(__name__)
 
-CARD_FILE = "model_card.json"
-MODEL_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
 EXPORT_FILES = (CARD_FILE, MODEL_FILE, SAVED_MODEL_DIR)
 CARD_VERSION = 1
 TOLERANCE = 1e-3
@@ -151,7 +149,8 @@ def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, p
     """
     from data_pipeline.loader import make_train_dataset, steps_per_epoch
     from models.runtime import configure_tensorflow
-    from models.train import TrialDiverged, compile_model, execution_steps, load_data, training_phases
+    from data_pipeline.loader import load_data
+    from models.train import TrialDiverged, compile_model, execution_steps, training_phases
     from models.unet import build_unet, set_encoder_trainable
 
     if epochs < 1:
@@ -211,7 +210,7 @@ def export_trial(
     With `postprocess` (and the validation split at hand, not `retrain`), the
     postprocessing is chosen on the validation split and stored in the card."""
     from models.runtime import configure_tensorflow
-    from models.train import load_data
+    from data_pipeline.loader import load_data
     from models.unet import load_unet
 
     out = Path(out)
@@ -312,7 +311,7 @@ def export_ensemble(
     from models.ensemble import build_ensemble
     from models.inference import predict_images
     from models.runtime import configure_tensorflow
-    from models.train import load_data
+    from data_pipeline.loader import load_data
     from models.unet import load_unet, pad_multiple
     from results.ensemble import DEFAULT_POOL, parse_size, ranked_trials, select_members
 

@@ -21,13 +21,17 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError, DataError
+from nuclei_search.outputs import check_output_dir
 from results.export import load_exported_model, load_model_card
+
+if TYPE_CHECKING:
+    from models.postprocess import Postprocess
 
 log = logging.getLogger(__name__)
 
@@ -274,11 +278,9 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def prepare_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an existing non-empty --out unless overwrite (files of the same name are replaced)."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DataError(f"--out {out} already exists and is not empty; pass --overwrite to write into it")
+    """Refuse an existing non-empty --out unless overwrite (files of the same name are replaced);
+    the folder itself is made when the staged output moves in (`staged_output`)."""
+    check_output_dir(out, overwrite)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

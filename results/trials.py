@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nuclei_search.contract import (
+    ENSEMBLE_RECORD, KT_STATUS_FILE, KT_TRIAL_PREFIX, METRIC, MODEL_FILE, RAY_STATE_PATTERN, STATE_FILE, read_result_lines,
+)
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError, ExperimentError
 from search.experiment import SPACE_FILE, SearchOptions, find_experiment, load_options
@@ -24,12 +27,6 @@ from search.space import REFIT_OF, SearchSpace
 
 log = logging.getLogger(__name__)
 
-METRIC = "val_iou"
-STATE_FILE = "train_state.json"
-MODEL_FILE = "model.keras"
-KT_PREFIX = "kt_trial_"
-KT_STATUS_FILE = "trial_status.json"
-ENSEMBLE_RECORD = "ensemble.json"  # the last ensemble exported from the experiment (results.export)
 # Keys Ray adds to a trial's config that are not hyperparameters.
 _NOT_PARAMS = {"resolved"}
 
@@ -214,20 +211,6 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def read_result_lines(path: Path) -> list[dict]:
-    """The JSON lines of a trial's result.json (a half-written last line is ignored)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                log.debug("skipping an unreadable line of %s", path)
-    return rows
-
-
 def _checkpoints(folder: Path | None) -> dict[int, Path]:
     """epoch -> checkpoint folder, from each checkpoint's train_state.json."""
     found: dict[int, Path] = {}
@@ -265,7 +248,7 @@ def load_space(path: Path, options: SearchOptions) -> SearchSpace | None:
 def _ray_trials(path: Path, space: SearchSpace | None) -> list[TrialRecord]:
     from ray.tune import ExperimentAnalysis
 
-    if not list(path.glob("experiment_state-*.json")):
+    if not list(path.glob(RAY_STATE_PATTERN)):
         return []  # created, never started
     try:
         analysis = ExperimentAnalysis(str(path))
@@ -318,10 +301,10 @@ def _kt_trials(path: Path, space: SearchSpace | None) -> list[TrialRecord]:
     children = _kt_parents(path)
     target = int(space.fixed["epochs"]) if space is not None and space.fixed.get("epochs") else None
     records = []
-    for folder in sorted(path.glob(f"{KT_PREFIX}*")):
+    for folder in sorted(path.glob(f"{KT_TRIAL_PREFIX}*")):
         if not folder.is_dir():
             continue
-        trial_id = folder.name[len(KT_PREFIX):]
+        trial_id = folder.name[len(KT_TRIAL_PREFIX):]
         raw = _read_json(folder / "params.json") or {}
         params = {k: v for k, v in raw.items() if k not in _NOT_PARAMS}
         config = raw.get("resolved") or _resolve(space, params)

@@ -26,17 +26,16 @@ import os
 import zipfile
 from pathlib import Path
 
-from models.train import MODEL_FILE, STATE_FILE
+from nuclei_search.contract import MODEL_FILE, RANK_METRIC, RAY_STATE_PATTERN, STATE_FILE, read_result_lines
 
 log = logging.getLogger(__name__)
 
-STATE_PATTERN = "experiment_state-*.json"
 CHECKPOINT_PREFIX = "checkpoint_"
 
 
 def newest_state(experiment: Path) -> tuple[Path, dict] | None:
     """The state file `Tuner.restore` reads (Ray takes the largest name, a timestamp) and its content."""
-    files = sorted(experiment.glob(STATE_PATTERN))
+    files = sorted(experiment.glob(RAY_STATE_PATTERN))
     return (files[-1], json.loads(files[-1].read_text())) if files else None
 
 
@@ -59,7 +58,6 @@ def complete_checkpoint(folder: Path) -> dict | None:
     history = state.get("history") or []
     if not history:
         return None
-    from search.runner import RANK_METRIC
 
     best = (state.get("best") or {}).get("val_iou")
     return {**history[-1], **({RANK_METRIC: float(best)} if best is not None else {})}
@@ -108,7 +106,6 @@ def recorded_checkpoints(experiment: Path) -> dict[str, Path]:
 def _log_lost_result(trial_dir: Path, metrics: dict) -> None:
     """Append the survivor's row to the trial's result.json if Ray's copy did not have it yet
     (the leaderboard reads the rows; the resumed trial will not report that epoch again)."""
-    from results.trials import read_result_lines
 
     path = trial_dir / "result.json"
     rows = read_result_lines(path)

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import yaml
 
+from cluster.storage import is_remote
+from nuclei_search.contract import EXPERIMENT_FILE, SPACE_FILE, STUDY_FILE
 from nuclei_search.errors import ConfigError, ExperimentError
 from nuclei_search.lock import LOCK_FILE
 from nuclei_search.outputs import probe_writable, reason
+from search.space import SearchSpace
 
-EXPERIMENT_FILE = "nuclei_search.json"
-SPACE_FILE = "space.yaml"
-STUDY_FILE = "optuna.db"
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "hyperband", "median", "none")
 ENGINES = ("ray", "keras-tuner")
@@ -105,10 +105,6 @@ class SearchOptions:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
 def default_storage() -> str:
     """`$NUCLEI_SEARCH_STORAGE`, else ./experiments (absolute: Ray needs absolute paths)."""
     return os.environ.get("NUCLEI_SEARCH_STORAGE") or str(Path("experiments").resolve())
@@ -118,13 +114,13 @@ def storage_root(storage: str | None) -> str:
     storage = storage or default_storage()
     if storage.startswith("file://"):
         storage = storage[len("file://"):]
-    return storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
+    return storage if is_remote(storage) else str(Path(storage).expanduser().resolve())
 
 
 def local_dir(storage: str | None, name: str) -> Path:
     """The local folder of an experiment: Ray's folder on a filesystem, a local mirror for URIs."""
     root = storage_root(storage)
-    if is_uri(root):
+    if is_remote(root):
         from data_pipeline.cache import default_cache_dir
 
         scheme, rest = root.split("://", 1)
@@ -137,7 +133,7 @@ def remote_dir(storage: str | None, name: str) -> str | None:
     from cluster.storage import join
 
     root = storage_root(storage)
-    return join(root, name) if is_uri(root) else None
+    return join(root, name) if is_remote(root) else None
 
 
 def _fetch(storage: str | None, name: str, results: bool) -> None:
@@ -296,3 +292,17 @@ def check_space(experiment: Path, options: SearchOptions) -> str:
         instead = f"to search the edited space, start a new experiment: `nuclei-search run --space {path} --name {experiment.name}-2`"
     raise ExperimentError(f"{path} was changed after the search started ({summary or 'content differs'}); "
                           f"resume continues the search as started: restore the file, or {instead}")
+
+
+def effective_space(options: SearchOptions) -> SearchSpace:
+    """The space file with the command line's fixed values; local data and cache paths
+    made absolute, since every trial runs in its own working directory."""
+    from data_pipeline.sources import absolute_source
+
+    space = SearchSpace.from_yaml(options.space)
+    space = space.with_fixed(data=options.data, epochs=options.max_epochs, cache_dir=options.cache_dir)
+    data, cache_dir = space.fixed.get("data"), space.fixed.get("cache_dir")
+    return space.with_fixed(
+        data=absolute_source(data) if data is not None else None,
+        cache_dir=str(Path(cache_dir).expanduser().resolve()) if cache_dir is not None else None,
+    )

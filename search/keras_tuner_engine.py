@@ -17,21 +17,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from nuclei_search.contract import BEST_CHECKPOINT, KT_DIR, KT_STATUS_FILE, KT_TRIAL_PREFIX, LAST_CHECKPOINT, METRIC
 from nuclei_search.lock import writer_lock
-from search.experiment import SearchOptions, check_space, claim, find_experiment, local_dir, save_metadata
+from search.experiment import (
+    SearchOptions, check_space, claim, effective_space, find_experiment, local_dir, save_metadata,
+)
 from search.space import SearchSpace
+from search.summary import SearchSummary
 
 log = logging.getLogger(__name__)
 
-METRIC = "val_iou"
-KT_DIR = "keras_tuner"
-STATUS_FILE = "trial_status.json"
-BEST_CHECKPOINT = "checkpoint_best"
-LAST_CHECKPOINT = "checkpoint_last"
 
 
 def trial_folder(experiment: Path, trial_id: str) -> Path:
-    return experiment / f"kt_trial_{trial_id}"
+    return experiment / f"{KT_TRIAL_PREFIX}{trial_id}"
 
 
 def _make_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, overwrite: bool, progress: bool):
@@ -96,12 +95,12 @@ def _make_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, ov
                 result = train(config, on_epoch, cpus=None, resume_from=resume_from)
             except Exception as exc:
                 status.update(status="ERROR", error=f"{type(exc).__name__}: {exc}")
-                (folder / STATUS_FILE).write_text(json.dumps(status))
+                (folder / KT_STATUS_FILE).write_text(json.dumps(status))
                 raise kt.errors.FailedTrialError(str(exc)) from exc
             finally:
                 results.close()
             status["best_epoch"] = result.best.get("epoch")
-            (folder / STATUS_FILE).write_text(json.dumps(status))
+            (folder / KT_STATUS_FILE).write_text(json.dumps(status))
             return {METRIC: float(result.best[METRIC])}
 
     return UNetTuner(oracle=oracle, directory=str(experiment), project_name=KT_DIR, overwrite=overwrite)
@@ -127,8 +126,6 @@ def run_keras_tuner(options: SearchOptions, *, overwrite: bool = False, progress
 
 
 def _search(options: SearchOptions, experiment: Path, overwrite: bool, progress: bool, resume: bool):
-    from search.runner import SearchSummary, effective_space
-
     if resume:
         space = SearchSpace.from_text(check_space(experiment, options), source=options.space)
     else:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from nuclei_search.contract import METRIC, MODE, RANK_METRIC, STUDY_FILE, TIME_ATTR
 from nuclei_search.errors import ConfigError, ExperimentError
 from nuclei_search.lock import writer_lock
 from search.experiment import (
     SearchOptions,
     check_space,
+    effective_space,
     check_study,
     claim,
     find_experiment,
@@ -27,55 +28,19 @@ from search.experiment import (
     remote_dir,
     save_metadata,
     storage_root,
-    STUDY_FILE,
 )
 from search.space import SearchSpace
+from search.summary import SearchSummary
 
 log = logging.getLogger(__name__)
 
-METRIC, MODE = "val_iou", "max"
-#: what ASHA and Optuna rank trials by: the best val_iou of the trial so far. Whole-image
+#: RANK_METRIC: what ASHA and Optuna rank trials by, the best val_iou of the trial so far. Whole-image
 #: validation IoU swings by up to 0.1 from one epoch to the next early in training (high
 #: learning rate, from-scratch BatchNorm statistics), so ranking by the epoch that happens
 #: to fall on a rung stopped a trial whose best epoch beat the survivors' best (the
 #: published search, BENCHMARKS.md); the running best is monotone, and it is what export keeps.
-RANK_METRIC = "val_iou_best"
-#: the schedulers' clock: the trained epoch each report is about (reports may skip epochs
-#: with `validation_freq` > 1, so not Ray's `training_iteration`)
-TIME_ATTR = "epoch"
-
-
-@dataclass
-class SearchSummary:
-    experiment: Path
-    trials: int
-    terminated: int
-    errored: int
-    best_trial: str | None
-    best: dict
-    wall_seconds: float
-    trial_seconds: float  # Σ of the trials' own time (Ray's time_total_s)
-    concurrency: int
-
-    @property
-    def overhead(self) -> float:
-        """Orchestration overhead: wall time / (Σ trial time / concurrency) - 1."""
-        ideal = self.trial_seconds / max(1, self.concurrency)
-        return self.wall_seconds / ideal - 1.0 if ideal > 0 else float("nan")
-
-
-def effective_space(options: SearchOptions) -> SearchSpace:
-    """The space file with the command line's fixed values; local data and cache paths
-    made absolute, since every trial runs in its own working directory."""
-    from data_pipeline.sources import absolute_source
-
-    space = SearchSpace.from_yaml(options.space)
-    space = space.with_fixed(data=options.data, epochs=options.max_epochs, cache_dir=options.cache_dir)
-    data, cache_dir = space.fixed.get("data"), space.fixed.get("cache_dir")
-    return space.with_fixed(
-        data=absolute_source(data) if data is not None else None,
-        cache_dir=str(Path(cache_dir).expanduser().resolve()) if cache_dir is not None else None,
-    )
+#: TIME_ATTR, the schedulers' clock: the trained epoch each report is about (reports may skip
+#: epochs with `validation_freq` > 1, so not Ray's `training_iteration`)
 
 
 def max_epochs(space: SearchSpace) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ray import tune
 
-from search.runner import RANK_METRIC
+from nuclei_search.contract import RANK_METRIC
 
 log = logging.getLogger(__name__)
 

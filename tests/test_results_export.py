@@ -34,7 +34,7 @@ def test_reloaded_export_reproduces_the_leaderboard_val_iou(exported, card, tiny
     import models.layers  # noqa: F401  (registers the package's layers, as the card says)
     from data_pipeline.loader import val_arrays
     from models.evaluation import evaluate_model
-    from models.train import load_data
+    from data_pipeline.loader import load_data
     from models.unet import pad_multiple
 
     best = leaderboard(str(tiny_experiment)).iloc[0]

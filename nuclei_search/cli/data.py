@@ -42,11 +42,12 @@ def register(subparsers) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from data_pipeline.fingerprint import describe
+    from data_pipeline.preprocess import find_prepared
     from data_pipeline.sources import open_source
 
     source = open_source(args.source, cache_dir=args.cache_dir, require_masks=False)
-    summary = source.describe()
-    from data_pipeline.preprocess import find_prepared
+    summary = describe(source)
 
     try:  # image types are known once prepared
         prepared = find_prepared(source, args.cache_dir)

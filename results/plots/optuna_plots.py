@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import warnings
 
+from nuclei_search.contract import METRIC
 from results.plots import PlotUnavailable
 from results.trials import Experiment
 
-METRIC = "val_iou"
 
 
 def _fits(dist, value) -> bool:

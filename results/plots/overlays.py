@@ -60,7 +60,7 @@ def prediction_panels(trial: TrialRecord, n_images: int = 4, max_side: int = 400
     from models.evaluation import score_predictions
     from models.inference import predict_images
     from models.postprocess import instances_from_prediction
-    from models.train import load_data
+    from data_pipeline.loader import load_data
     from models.unet import load_unet, pad_multiple
     from nuclei_search.errors import NucleiSearchError
 
