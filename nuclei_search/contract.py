@@ -42,6 +42,8 @@ LAST_CHECKPOINT = "checkpoint_last"
 # --- an export (or `train --out`) folder --------------------------------------------------
 CARD_FILE = "model_card.json"
 SAVED_MODEL_DIR = "saved_model"
+TRAIN_HISTORY_FILE = "history.csv"  # `train --out`: one row per epoch
+TRAIN_METRICS_FILE = "metrics.json"  # `train --out`: the best epoch's scores
 
 
 def read_result_lines(path: Path) -> list[dict]:

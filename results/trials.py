@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from nuclei_search.contract import (
-    ENSEMBLE_RECORD, KT_STATUS_FILE, KT_TRIAL_PREFIX, METRIC, MODEL_FILE, RAY_STATE_PATTERN, STATE_FILE, read_result_lines,
+    CARD_FILE, ENSEMBLE_RECORD, EXPERIMENT_FILE, KT_STATUS_FILE, KT_TRIAL_PREFIX, METRIC, MODEL_FILE, RAY_STATE_PATTERN,
+    STATE_FILE, TRAIN_HISTORY_FILE, read_result_lines,
 )
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError, ExperimentError
@@ -320,8 +321,38 @@ def _kt_trials(path: Path, space: SearchSpace | None) -> list[TrialRecord]:
     return records
 
 
+def is_train_folder(path: Path) -> bool:
+    """A `nuclei-search train --out` folder (model card and history, no search)."""
+    return ((path / CARD_FILE).is_file() and (path / TRAIN_HISTORY_FILE).is_file()
+            and not (path / EXPERIMENT_FILE).is_file())
+
+
+def load_train_folder(path: Path) -> Experiment:
+    """A `train --out` folder as a one-trial experiment (engine "train"), for leaderboards and the dashboard."""
+    import csv
+
+    card = _read_json(path / CARD_FILE) or {}
+    history, total = [], 0.0
+    with open(path / TRAIN_HISTORY_FILE, newline="") as fh:
+        for raw in csv.DictReader(fh):
+            row = {k: float(v) for k, v in raw.items() if v not in ("", None)}
+            row["epoch"] = int(row.get("epoch", len(history) + 1))
+            total += row.get("epoch_seconds", 0.0) + row.get("validation_seconds", 0.0)
+            row["time_total_s"] = total
+            history.append(row)
+    trial = TrialRecord(trial_id=path.name, experiment=path.name, engine="train", status="TERMINATED", folder=path,
+                        params={}, config=card.get("config"), history=history)
+    if (path / MODEL_FILE).is_file() and trial.best_epoch is not None:
+        trial.checkpoints = {trial.best_epoch: path}  # `train` keeps the best epoch's model
+    options = SearchOptions(name=path.name, space="", num_samples=1, engine="train")
+    return Experiment(path=path.resolve(), options=options, space=None, trials=[trial])
+
+
 def load_experiment(ref: str | Path, storage: str | None = None) -> Experiment:
-    """The experiment named `ref` under `storage` (or the folder `ref`), with all its trials."""
+    """The experiment named `ref` under `storage` (or the folder `ref`), with all its trials;
+    a `train --out` folder reads as a one-trial experiment."""
+    if is_train_folder(Path(ref).expanduser()):
+        return load_train_folder(Path(ref).expanduser())
     path = find_experiment(str(ref), storage)
     options = load_options(path)
     space = load_space(path, options)

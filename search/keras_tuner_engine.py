@@ -17,7 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nuclei_search.contract import BEST_CHECKPOINT, KT_DIR, KT_STATUS_FILE, KT_TRIAL_PREFIX, LAST_CHECKPOINT, METRIC
+from nuclei_search.contract import (
+    BEST_CHECKPOINT, KT_DIR, KT_STATUS_FILE, KT_TRIAL_PREFIX, LAST_CHECKPOINT, METRIC, RESULT_FILE, read_result_lines,
+)
 from nuclei_search.lock import writer_lock
 from search.experiment import (
     SearchOptions, check_space, claim, effective_space, find_experiment, local_dir, save_metadata,
@@ -148,10 +150,8 @@ def _search(options: SearchOptions, experiment: Path, overwrite: bool, progress:
         best = {METRIC: float(completed[0].score)}
     trial_seconds = 0.0
     for t in trials:
-        lines = (trial_folder(experiment, t.trial_id) / "result.json")
-        if lines.is_file():
-            rows = [json.loads(x) for x in lines.read_text().splitlines() if x.strip()]
-            trial_seconds += rows[-1]["time_total_s"] if rows else 0.0
+        rows = read_result_lines(trial_folder(experiment, t.trial_id) / RESULT_FILE)
+        trial_seconds += float(rows[-1].get("time_total_s") or 0.0) if rows else 0.0
     return SearchSummary(experiment=experiment, trials=len(trials), terminated=len(trials) - len(errored),
                          errored=len(errored), best_trial=best_trial, best=best, wall_seconds=wall,
                          trial_seconds=trial_seconds, concurrency=1)

@@ -22,6 +22,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from nuclei_search.cli import main
 from search_helpers import assert_one_line_error, run_cli, snapshot, write_space
 from test_search_console import check_non_terminal_output
 from test_results_support import EXPERIMENT, results_env, tiny_experiment  # noqa: F401
@@ -82,10 +83,13 @@ def test_dashboard_follows_a_running_search_beside_a_finished_one(tiny_experimen
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     search_env = {k: v for k, v in env.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "RAY_AIR_NEW_OUTPUT")}
     port = _free_port()
+    trained = tmp_path / "one-train"  # a `train --out` folder is shown too (a one-trial experiment)
+    assert main(["train", "--epochs", "1", "--image-size", "32", "--base-filters", "4", "--decoder-depth", "3",
+                 "--data", "synthetic:8", "--out", str(trained), "--quiet"]) == 0
     # the dashboard starts first: the running search's experiment does not exist yet
     dashboard = subprocess.Popen(
         [sys.executable, "-m", "nuclei_search", "dashboard", str(storage / "live"), str(tiny_experiment),
-         "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+         str(trained), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     search = None
     page = browser_page
     try:
@@ -119,7 +123,8 @@ def test_dashboard_follows_a_running_search_beside_a_finished_one(tiny_experimen
         # the finished experiment beside it: its rows, and figures of both experiments
         tiny_rows = f"#leaderboard tbody tr[data-experiment=\"{EXPERIMENT}\"]"
         assert page.locator(tiny_rows).count() == 3
-        page.wait_for_function("document.querySelectorAll('#figures .js-plotly-plot').length >= 4", timeout=60_000)
+        assert page.locator("#leaderboard tbody tr[data-experiment='one-train']").count() == 1
+        page.wait_for_function("document.querySelectorAll('#figures .js-plotly-plot').length >= 6", timeout=60_000)
         panels = page.eval_on_selector_all("#figures .panel", "ps => ps.map(p => p.dataset.experiment)")
         assert panels.count("live") == 2 and panels.count(EXPERIMENT) == 2
 
@@ -130,7 +135,7 @@ def test_dashboard_follows_a_running_search_beside_a_finished_one(tiny_experimen
             "Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => r.children["
             "Array.from(document.querySelectorAll('#leaderboard th')).findIndex(h => h.dataset.key === 'val_iou')]"
             ".textContent).filter(t => t).map(Number)")
-        assert ascending == 6 and values == sorted(values) and len(values) >= 4
+        assert ascending == 7 and values == sorted(values) and len(values) >= 5
         page.select_option("#status-filter", "ERROR")
         statuses = page.eval_on_selector_all("#leaderboard tbody tr", "rs => rs.map(r => r.dataset.status)")
         assert statuses and set(statuses) == {"ERROR"}  # the tiny experiment's failed trial

@@ -41,6 +41,10 @@ def test_train_cli_writes_model_history_and_metrics(tmp_path, capsys):
     scored = json.loads(capsys.readouterr().out)
     assert scored["images"] == metrics["n_val"] and scored["source"] == "synthetic"
     assert abs(scored["pooled"]["iou"] - metrics["val_iou"]) < 1e-3  # the same images, the same score
+    # ... and leaderboard (and the dashboard) read it as a one-trial experiment
+    assert main(["leaderboard", str(out), "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["id"] == "run" and row["engine"] == "train" and row["val_iou"] == metrics["val_iou"]
     image = tmp_path / "cells.png"
     assert cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8))
     assert main(["predict", str(out), str(image), "--out", str(tmp_path / "pred"), "--quiet"]) == 0
