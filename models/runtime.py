@@ -31,7 +31,7 @@ def configure_tensorflow(cpus: int | None = None, seed: int | None = None) -> di
             applied["threads"] = int(cpus)
         except RuntimeError:  # TF already initialised in this process: keep its pools
             log.debug("TensorFlow already initialised; thread pools left as they are")
-    with native_stderr_silenced(wants_quiet()):  # device discovery logs cuInit's failure on CPU machines
+    with native_stderr_silenced(wants_quiet("error")):  # device discovery logs cuInit's failure on CPU machines
         gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         try:

@@ -28,10 +28,6 @@ COMMAND_MODULES = (
 )
 
 
-#: commands that load TensorFlow (imported once, quietly, before the command runs)
-TENSORFLOW_COMMANDS = {"run", "resume", "train", "export", "predict", "evaluate", "report", "dashboard"}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nuclei-search",
@@ -61,10 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     # or a command's --verbose; set before anything imports TensorFlow
     loud = args.verbose or getattr(args, "ray_verbose", False)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if loud else "3")
-    if args.command in TENSORFLOW_COMMANDS:
-        from nuclei_search.quiet import import_tensorflow
+    from nuclei_search.quiet import quiet_tensorflow_import
 
-        import_tensorflow()  # its start-up lines off stderr unless asked for
+    quiet_tensorflow_import()  # TensorFlow's start-up lines off stderr when (if) a command loads it
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
