@@ -103,7 +103,7 @@ def _acquire(path: Path, folder: Path, what: str, command: str) -> int | None:
             os.close(fd)
             continue
         previous = _read(fd)
-        if previous and previous.get("host") != socket.gethostname():  # alive? this host cannot tell
+        if previous.get("host") not in (None, socket.gethostname()):  # alive? this host cannot tell
             os.close(fd)
             raise ExperimentError(
                 f"{what} {folder} is recorded as in use by {holder_text(previous)}; if that process has "
