@@ -27,7 +27,6 @@ from models.backbones import (
     ENCODER_NAME,
     MAX_FILTERS,
     PLAIN,
-    backbone_names,
     build_plain_encoder,
     get_backbone,
     skip_strides,
@@ -41,7 +40,6 @@ from nuclei_search.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 DECODER_BN_MOMENTUM = 0.9
-MIN_DEPTH, MAX_DEPTH = 3, 5
 
 
 def pad_multiple(config: TrialConfig) -> int:
@@ -165,30 +163,13 @@ def build_encoder(config: TrialConfig) -> tuple[keras.Model, tuple[int, ...]]:
     return encoder, strides
 
 
-def validate_model_config(config: TrialConfig) -> None:
-    """ConfigError for the model fields build_unet relies on (names and ranges)."""
-    if config.backbone not in backbone_names():
-        raise ConfigError(
-            f"config field 'backbone': unknown backbone; expected one of {', '.join(backbone_names())} "
-            f"(got {config.backbone!r})"
-        )
-    if not MIN_DEPTH <= int(config.decoder_depth) <= MAX_DEPTH:
-        raise ConfigError(
-            f"config field 'decoder_depth': must be between {MIN_DEPTH} and {MAX_DEPTH} (got {config.decoder_depth!r})"
-        )
-    if int(config.base_filters) < 1:
-        raise ConfigError(f"config field 'base_filters': must be >= 1 (got {config.base_filters!r})")
-    if not 0.0 <= float(config.dropout) < 1.0:
-        raise ConfigError(f"config field 'dropout': must be in [0, 1) (got {config.dropout!r})")
-
-
 def build_unet(config: TrialConfig, dtype_policy_name: str | None = None) -> keras.Model:
     """The U-Net described by ``config`` (backbone, encoder_weights, decoder_depth,
     base_filters, batch_norm, dropout, boundary_channel, precision). Not compiled.
 
     ``dtype_policy_name`` (a Keras dtype policy) overrides what ``config.precision``
     resolves to on this machine (``models.precision.policy_name``), e.g. to build for a GPU."""
-    validate_model_config(config)
+    config.validate()  # the one set of rules; a config changed field by field is checked again here
     policy = dtype_policy_name or policy_name(config.precision)
     with dtype_policy(policy):
         encoder, strides = build_encoder(config)
