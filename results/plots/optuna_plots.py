@@ -17,18 +17,6 @@ from results.trials import Experiment
 
 
 
-def _fits(dist, value) -> bool:
-    """Whether a sampled value lies in the distribution (a space edited after the search may differ)."""
-    from optuna.distributions import CategoricalDistribution
-
-    if isinstance(dist, CategoricalDistribution):
-        return value in dist.choices
-    try:
-        return dist.low <= float(value) <= dist.high
-    except (TypeError, ValueError):
-        return False
-
-
 def leaderboard_study(experiment: Experiment):
     """An in-memory optuna Study (maximize val_iou) of the experiment's scored trials."""
     import optuna
@@ -37,16 +25,16 @@ def leaderboard_study(experiment: Experiment):
         raise PlotUnavailable("the experiment's search space (space.yaml) cannot be read")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions = experiment.space.optuna_distributions()
+    dimensions = {p.name: p for p in experiment.space.params}
     study = optuna.create_study(direction="maximize", study_name=f"{experiment.name}-leaderboard")
     for trial in experiment.trials:
         if trial.best is None or trial.refit_of:  # a refit repeats a searched configuration, trained longer
             continue
         params, dists = {}, {}
         for name, dist in distributions.items():
-            if name in trial.params and trial.params[name] is not None:
-                value = trial.params[name]
-                if _fits(dist, value):
-                    params[name], dists[name] = value, dist
+            value = trial.params.get(name)
+            if value is not None and dimensions[name].contains(value):  # the space may have been edited since
+                params[name], dists[name] = value, dist
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions=dists, value=float(trial.best[METRIC]),
             user_attrs={"trial_id": trial.trial_id, "stop_reason": trial.stop_reason},
