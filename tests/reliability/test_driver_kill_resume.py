@@ -56,6 +56,14 @@ def _progress(experiment: Path) -> tuple[int, int]:
     return started, finished
 
 
+def _params(trial: Path) -> dict:
+    """A trial's params.json; {} while Ray is still writing it (the test polls as the driver runs)."""
+    try:
+        return json.loads((trial / "params.json").read_text())
+    except ValueError:
+        return {}
+
+
 def _kill_when(proc: subprocess.Popen, experiment: Path, condition, what: str, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -207,7 +215,7 @@ def test_kill_9_during_the_refit_stage_then_resume_continues_the_refit_trial(tmp
     def refit_trials():
         if not experiment.is_dir():
             return []
-        return [t for t in trial_dirs(experiment) if "refit_of" in json.loads((t / "params.json").read_text())]
+        return [t for t in trial_dirs(experiment) if "refit_of" in _params(t)]
 
     def refit_running(started, finished):
         trials = refit_trials()
