@@ -96,7 +96,7 @@ def proof_rows(experiment, card: dict, seed: dict | None, wall_minutes: float | 
     if post:
         rows.append(_row("ensemble + chosen postprocessing", post["metrics"], wall_minutes,
                          f"threshold {post['threshold']}, min_size {post['min_size']}, h {post['h']}, "
-                         f"boundary_threshold {post['boundary_threshold']}"))
+                         f"boundary_threshold {post['boundary_threshold']}, tta {'on' if post.get('tta') else 'off'}"))
     return rows
 
 

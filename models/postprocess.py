@@ -39,6 +39,7 @@ class Postprocess:
     min_size: int = 10  # smaller objects are dropped
     h: float = 2.0  # watershed without contour channel: minimum height of a distance maximum
     boundary_threshold: float | None = None  # contour channel threshold (None: `threshold`)
+    tta: bool = False  # average the 8 flips/rotations before thresholding (inference, not instances)
 
     def instance_kwargs(self) -> dict:
         """Keyword arguments of `instances_from_prediction` besides the threshold and method."""
@@ -57,7 +58,8 @@ class Postprocess:
                       min_size=int(known.get("min_size", cls.min_size)),
                       h=float(known.get("h", cls.h)),
                       boundary_threshold=(None if known.get("boundary_threshold") is None
-                                          else float(known["boundary_threshold"])))
+                                          else float(known["boundary_threshold"])),
+                      tta=_as_bool(known.get("tta", cls.tta)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"postprocessing settings {known} are not valid ({exc})") from None
         for name in ("threshold", "boundary_threshold"):
@@ -67,6 +69,12 @@ class Postprocess:
         if out.min_size < 0 or out.h <= 0:
             raise ConfigError(f"postprocessing needs min_size >= 0 and h > 0 (got {out.min_size}, {out.h})")
         return out
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, (bool, np.bool_)) or value in (0, 1):
+        return bool(value)
+    raise TypeError(f"tta must be true or false, not {value!r}")
 
 
 def _split_channels(prob: np.ndarray, boundary: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

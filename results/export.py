@@ -15,9 +15,10 @@ By default the export is checked: the reloaded ``model.keras`` is evaluated on t
 trial's own validation split (same data, same split seed, same scoring code as
 training) and must reproduce the leaderboard val_iou within 0.001.
 
-The postprocessing (threshold, smallest nucleus, watershed markers) is then chosen on the
-validation predictions (models.postprocess_choice) and stored in the card's
-``postprocess`` section, which `predict` and `evaluate` use.
+The postprocessing (threshold, smallest nucleus, watershed markers, and whether to average
+the 8 flips/rotations at test time) is then chosen on the validation predictions
+(models.postprocess_choice) and stored in the card's ``postprocess`` section, which
+`predict` and `evaluate` use.
 
 ``retrain_full=True`` instead trains the winning config from scratch on train+val for
 the winning epoch count (same recipe, learning-rate schedule and freeze phases as the
@@ -33,7 +34,7 @@ import json
 import logging
 import math
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -135,6 +136,8 @@ def output_spec(config: TrialConfig, postprocess: Postprocess | None = None) -> 
                         f"method=instance_method, min_size={post.min_size}, h={post.h}, "
                         f"boundary_threshold={post.boundary_threshold}); the boundary channel, when present, "
                         "seeds the watershed; the card's `postprocess` section says how these were chosen"),
+        "test_time_augmentation": (post.tta, "when true, `predict` averages the probability maps of the 8 "
+                                             "flips/rotations of the image, each turned back, before thresholding"),
     }
 
 
@@ -202,6 +205,7 @@ def export_trial(
     verify: bool = True,
     saved_model: bool = True,
     postprocess: bool = True,
+    tta: bool | None = None,
     cpus: int | None = None,
     progress: bool = False,
 ) -> ExportResult:
@@ -257,7 +261,8 @@ def export_trial(
         if verify:
             verification = verify_scores(probs, labels, config, float(best["val_iou"]), types)
         if postprocess:
-            chosen, post_section = choose_for_card(probs, labels, types, config)
+            tta_probs = validation_tta(reloaded, [i for i, _ in val], pad_multiple(config), postprocess, tta)
+            chosen, post_section = choose_for_card(probs, labels, types, config, tta_probs, tta)
 
     card = {
         **card_header(experiment),
@@ -299,6 +304,7 @@ def export_ensemble(
     overwrite: bool = False,
     saved_model: bool = True,
     postprocess: bool = True,
+    tta: bool | None = None,
     pool: int | None = None,
     cpus: int | None = None,
 ) -> ExportResult:
@@ -354,7 +360,10 @@ def export_ensemble(
                     "tolerance": TOLERANCE, "ok": abs(scores.iou - selection.val_iou) <= TOLERANCE}
     if not verification["ok"]:
         log.warning("the reloaded ensemble scores val_iou %.5f, its selection %.5f", scores.iou, selection.val_iou)
-    chosen, post_section = choose_for_card(probs, labels, types, config) if postprocess else (None, None)
+    chosen, post_section = None, None
+    if postprocess:
+        tta_probs = validation_tta(reloaded, images, 1, postprocess, tta)
+        chosen, post_section = choose_for_card(probs, labels, types, config, tta_probs, tta)
     best_single = ranked[0]
     card = {
         **card_header(experiment),
@@ -410,19 +419,44 @@ def verify_scores(probs: list, labels: list, config: TrialConfig, leaderboard_io
             "leaderboard_val_iou": leaderboard_iou, "abs_diff": diff, "tolerance": TOLERANCE, "ok": diff <= TOLERANCE}
 
 
-def choose_for_card(probs: list, labels: list, types: list, config: TrialConfig) -> tuple[Postprocess, dict]:
+def choose_for_card(probs: list, labels: list, types: list, config: TrialConfig,
+                    tta_probs: list | None = None, tta: bool | None = None) -> tuple[Postprocess, dict]:
     """Postprocessing chosen on the validation predictions, and the card section describing it
-    (with the validation scores it gives, overall and by image type)."""
+    (with the validation scores it gives, overall and by image type).
+
+    With `tta_probs` (the same images predicted with test-time augmentation) it is chosen on
+    both, and TTA is kept only if its best validation mAP is higher (`tta` True or False: only
+    that one is considered)."""
     from models.postprocess_choice import choose_postprocessing
 
-    choice = choose_postprocessing(probs, labels, config.instance_method,
-                                   default=Postprocess(threshold=config.threshold))
-    scores = score_predictions(probs, labels, choice.chosen.threshold, config.instance_method, types=types,
+    options = {False: probs, True: tta_probs}
+    if tta is not None:
+        options = {tta: options[tta]}
+    choices = {use: choose_postprocessing(p, labels, config.instance_method,
+                                          default=Postprocess(threshold=config.threshold))
+               for use, p in options.items() if p is not None}
+    use_tta = max(choices, key=lambda use: choices[use].val_map)  # dicts keep order: no TTA on a tie
+    choice = choices[use_tta]
+    choice.chosen = replace(choice.chosen, tta=use_tta)
+    chosen_probs = options[use_tta]
+    scores = score_predictions(chosen_probs, labels, choice.chosen.threshold, config.instance_method, types=types,
                                postprocess=choice.chosen.instance_kwargs()).as_metrics()
     section = choice.card(len(labels))
+    section["tta_compared"] = {("tta" if use else "plain"): {"val_map": c.val_map, "evaluations": c.evaluations}
+                               for use, c in choices.items()}
     section["metrics"] = {**{k: scores[k] for k in ("val_iou", "val_dice", "val_map", "val_iou_per_image")},
                           "by_type": type_metrics(scores)}
     return choice.chosen, section
+
+
+def validation_tta(model, images: list, multiple: int, postprocess: bool, tta: bool | None) -> list | None:
+    """The validation images predicted with test-time augmentation, when the postprocessing
+    choice is to consider it (8 predictions of each image)."""
+    from models.inference import predict_images_tta
+
+    if not postprocess or tta is False:
+        return None
+    return predict_images_tta(model, images, multiple=multiple)
 
 
 def card_header(experiment: Experiment | None) -> dict:
@@ -492,6 +526,7 @@ def record_ensemble(experiment: Experiment, out: Path, card: dict) -> None:
     record = {"out": str(out.resolve()), "created": card["created"], "method": card["ensemble"]["method"],
               "members": [{"trial_id": m["trial_id"], "weight": m["weight"]} for m in card["ensemble"]["members"]],
               "metrics": card["metrics"], "postprocess_metrics": post.get("metrics"),
+              "postprocess_tta": bool(post.get("tta")),
               "best_single": card["ensemble"]["best_single"]}
     try:
         (experiment.path / ENSEMBLE_RECORD).write_text(json.dumps(record, indent=2, default=_json_default))

@@ -113,7 +113,8 @@ def ensemble_frame(experiment: Experiment) -> pd.DataFrame | None:
     members = ", ".join(f"{m['trial_id']}×{m['weight']}" for m in record.get("members", []))
     rows = [{"model": "ensemble", "members": members, **_scores(record.get("metrics") or {})}]
     if record.get("postprocess_metrics"):
-        rows.append({"model": "ensemble + postprocessing", "members": members,
+        label = "ensemble + postprocessing" + (" + tta" if record.get("postprocess_tta") else "")
+        rows.append({"model": label, "members": members,
                      **_scores(record["postprocess_metrics"])})
     if trial is not None and trial.best:
         rows.append({"model": "best single trial", "members": trial.trial_id, **_scores(trial.best)})

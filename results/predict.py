@@ -4,7 +4,8 @@
 and predicts whole images of any size: each is normalised as in training, padded to
 the network's stride and cropped back, or — when large — predicted in overlapping
 tiles blended smoothly (models.inference); images are never resized. Test-time
-augmentation averages the 8 flips/rotations, each exactly inverted.
+augmentation averages the 8 flips/rotations, each exactly inverted; it is on when the
+card says it was chosen on validation, unless the caller says otherwise.
 
 `collect_inputs` turns image files, folders of images, Kaggle-layout folders and zips
 (e.g. stage1_test.zip, images only) into a list of `InputImage`; `predict_to_folder`
@@ -43,23 +44,6 @@ MASK_SUFFIX = "_mask.png"
 INSTANCES_SUFFIX = "_instances.png"
 
 
-# --------------------------------------------------------------------------- TTA
-def _forward(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    if flip:
-        image = image[:, ::-1]
-    return np.ascontiguousarray(np.rot90(image, k, axes=(0, 1)))
-
-
-def _inverse(pred: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    pred = np.rot90(pred, -k, axes=(0, 1))
-    if flip:
-        pred = pred[:, ::-1]
-    return pred
-
-
-TTA_TRANSFORMS = tuple((k, flip) for flip in (False, True) for k in range(4))
-
-
 # --------------------------------------------------------------------------- model
 @dataclass
 class Predictor:
@@ -89,7 +73,7 @@ class Predictor:
 
     def postprocess(self, **overrides) -> "Postprocess":
         """The card's postprocessing (chosen on validation at export), with non-None `overrides`
-        (threshold, min_size, h, boundary_threshold) from the command line winning."""
+        (threshold, min_size, h, boundary_threshold, tta) from the command line winning."""
         from models.postprocess import Postprocess
 
         section = self.card.get("postprocess") or {"threshold": self.config.threshold}
@@ -114,20 +98,23 @@ class Predictor:
             return AUTO_TILE - AUTO_TILE % self.multiple
         return None
 
-    def predict(self, image: np.ndarray, *, tta: bool = False, tile: int | None = None) -> np.ndarray:
-        """HxWxC probabilities for a uint8 HxWx3 image (C: nucleus [, boundary]): float32, or
-        float16 for an image predicted in tiles (normalised tile by tile, to bound memory)."""
-        from data_pipeline.augment import normalize_image, percentile_bounds, stretch
-        from models.inference import predict_images, predict_tiled
+    @property
+    def tta(self) -> bool:
+        """Whether the card's validation choice includes test-time augmentation."""
+        return self.postprocess().tta
 
+    def predict(self, image: np.ndarray, *, tta: bool | None = None, tile: int | None = None) -> np.ndarray:
+        """HxWxC probabilities for a uint8 HxWx3 image (C: nucleus [, boundary]): float32, or
+        float16 for an image predicted in tiles (normalised tile by tile, to bound memory).
+        `tta` None: the card's choice."""
+        from data_pipeline.augment import normalize_image, percentile_bounds, stretch
+        from models.inference import TTA_TRANSFORMS, predict_images, predict_images_tta, predict_tiled, tta_forward, tta_inverse
+
+        tta = self.tta if tta is None else tta
         tile = self.tile_for(image.shape[:2], self.check_tile(tile))
         if tile is None or max(image.shape[:2]) <= tile:
-            x = normalize_image(image)
-            if not tta:
-                return predict_images(self.model, [x], multiple=self.multiple)[0]
-            preds = predict_images(self.model, [_forward(x, k, flip) for k, flip in TTA_TRANSFORMS],
-                                   multiple=self.multiple)
-            return sum(_inverse(p, k, flip) for p, (k, flip) in zip(preds, TTA_TRANSFORMS)) / len(preds)
+            predict = predict_images_tta if tta else predict_images
+            return predict(self.model, [normalize_image(image)], multiple=self.multiple)[0]
         low, high = percentile_bounds(image)
 
         def tiled(view: np.ndarray) -> np.ndarray:
@@ -137,8 +124,8 @@ class Predictor:
         if not tta:
             return tiled(image)
         total = None
-        for k, flip in TTA_TRANSFORMS:  # one transformed view at a time
-            pred = _inverse(tiled(_forward(image, k, flip)), k, flip)
+        for k, flip in TTA_TRANSFORMS:  # one transformed view of the uint8 image at a time
+            pred = tta_inverse(tiled(tta_forward(image, k, flip)), k, flip)
             total = pred.astype(np.float32) if total is None else np.add(total, pred, out=total)
         return (total / len(TTA_TRANSFORMS)).astype(np.float16)
 
@@ -331,7 +318,7 @@ def predict_to_folder(
     threshold: float | None = None,
     instances: bool = False,
     rle: str | Path | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     tile: int | None = None,
     overwrite: bool = False,
     on_image: Callable[[PredictionRecord], None] | None = None,
@@ -346,7 +333,7 @@ def predict_to_folder(
     from results.rle import submission_rows
 
     out = Path(out)
-    post = _postprocess(predictor, threshold, postprocess)
+    post = _postprocess(predictor, threshold, {**(postprocess or {}), "tta": tta})
     threshold = post.threshold
     predictor.check_tile(tile)
     rle_path = Path(rle) if rle else None
@@ -357,7 +344,7 @@ def predict_to_folder(
     with staged_output(out) as staging:
         for item in images:
             image = item.read()
-            probs, shape = predictor.predict(image, tta=tta, tile=tile), image.shape[:2]
+            probs, shape = predictor.predict(image, tta=post.tta, tile=tile), image.shape[:2]
             del image  # a huge image need not stay while its masks are written
             if probs.shape[:2] != shape:  # cannot happen with padding/tiling: guard the contract
                 raise RuntimeError(f"prediction of {item.name} is {probs.shape[:2]}, image is {shape}")
@@ -454,7 +441,7 @@ def evaluate_model_dir(
     *,
     limit: int | None = None,
     threshold: float | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     tile: int | None = None,
     split: str = "all",
     on_start: Callable[[int], None] | None = None,
@@ -476,7 +463,7 @@ def evaluate_model_dir(
     from data_pipeline.preprocess import image_type
 
     predictor = Predictor.load(model_dir)
-    post = _postprocess(predictor, threshold, postprocess)
+    post = _postprocess(predictor, threshold, {**(postprocess or {}), "tta": tta})
     threshold = post.threshold
     if split not in ("all", "val"):
         raise ConfigError(f"--split must be all or val (got {split!r})")
@@ -491,7 +478,7 @@ def evaluate_model_dir(
             on_start(len(ids))
         for image_id in ids:
             image, labels = source.read_labels(image_id)
-            probs = predictor.predict(image, tta=tta, tile=tile)
+            probs = predictor.predict(image, tta=post.tta, tile=tile)
             row = score_predictions([probs], [labels], threshold, predictor.instance_method, ids=[image_id],
                                     types=[image_type(image)], postprocess=post.instance_kwargs()).per_image[0]
             pred, true = probs[..., 0] > threshold, labels > 0

@@ -71,3 +71,45 @@ def test_scores_by_image_type():
     metrics = result.as_metrics()
     assert metrics["val_iou_histology"] == 0.0 and metrics["val_map_fluorescence"] > 0
     assert "val_iou_brightfield" not in metrics
+
+
+def test_test_time_augmentation_is_kept_only_when_it_raises_validation_map():
+    from nuclei_search.config import TrialConfig
+    from results.export import choose_for_card
+
+    probs, labels = _discs()
+    for prob, lab in zip(probs, labels):
+        prob[lab == 1] = 0.05  # the plain prediction misses one nucleus an image
+    sharp = [np.where(lab > 0, 0.95, 0.01).astype(np.float32)[..., None] for lab in labels]  # "TTA" finds it
+    blurred = [np.full_like(p, 0.45) for p in probs]  # "TTA" that only blurs
+    config = TrialConfig()
+    types = ["fluorescence"] * len(labels)
+
+    chosen, section = choose_for_card(probs, labels, types, config, tta_probs=sharp)
+    assert chosen.tta and section["tta"] is True and Postprocess.from_dict(section) == chosen
+    assert section["tta_compared"]["tta"]["val_map"] > section["tta_compared"]["plain"]["val_map"]
+    assert section["metrics"]["val_map"] == section["val_map"] == section["tta_compared"]["tta"]["val_map"]
+    again, _ = choose_for_card(probs, labels, types, config, tta_probs=sharp)
+    assert again == chosen  # deterministic
+
+    chosen, section = choose_for_card(probs, labels, types, config, tta_probs=blurred)
+    assert not chosen.tta and section["tta"] is False and set(section["tta_compared"]) == {"plain", "tta"}
+    # forced either way, only that one is considered
+    forced, section = choose_for_card(probs, labels, types, config, tta_probs=blurred, tta=True)
+    assert forced.tta and set(section["tta_compared"]) == {"tta"}
+    _, section = choose_for_card(probs, labels, types, config, tta_probs=sharp, tta=False)
+    assert section["tta"] is False and set(section["tta_compared"]) == {"plain"}
+    # a tie keeps the cheaper plain prediction
+    chosen, _ = choose_for_card(probs, labels, types, config, tta_probs=[p.copy() for p in probs])
+    assert not chosen.tta
+
+
+def test_tta_setting_reads_back_and_rejects_non_booleans():
+    import pytest
+
+    from nuclei_search.errors import ConfigError
+
+    assert Postprocess.from_dict({"tta": True}).tta and not Postprocess.from_dict({}).tta
+    assert not Postprocess.from_dict({"tta": True}, tta=False).tta  # --no-tta wins over the card
+    with pytest.raises(ConfigError, match="tta"):
+        Postprocess.from_dict({"tta": "yes"})

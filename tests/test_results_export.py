@@ -80,7 +80,9 @@ def test_model_card_documents_the_model(card, tiny_experiment):
     assert spec["dtype"] == "float32" and spec["shape"] == [None, None, None, 3]
     assert spec["stride_multiple"] == 2 ** config.decoder_depth == 8
     assert "normalize_image" in spec["preprocessing"] and spec["normalisation"]["high_percentile"] == 99.8
-    assert card["output"]["threshold"] == config.threshold
+    post = card["postprocess"]  # chosen on validation: the output contract follows it
+    assert post["chosen_on"].startswith("validation") and card["output"]["threshold"] == post["threshold"]
+    assert card["output"]["test_time_augmentation"][0] is post["tta"]
     assert card["output"]["instance_method"] == config.instance_method == "cc"
     assert {"tensorflow", "keras", "numpy", "ray", "optuna", "python"} <= set(card["versions"])
     assert card["metrics"]["best_epoch"] >= 1 and card["training"]["retrained_full"] is False

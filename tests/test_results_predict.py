@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from nuclei_search.cli import main
-from results.predict import TTA_TRANSFORMS, Predictor, _forward, _inverse, collect_inputs
+from models.inference import TTA_TRANSFORMS, predict_images, tta_forward, tta_inverse
+from results.predict import Predictor, collect_inputs
 from results.rle import rle_decode
 from test_results_support import build_export, one_line_error, results_env, tiny_experiment  # noqa: F401
 
@@ -106,19 +107,36 @@ def test_an_image_without_nuclei_gets_one_empty_row(model_dir, image_dir, tmp_pa
     assert not cv2.imread(str(out / "odd-260x347_mask.png"), cv2.IMREAD_UNCHANGED).any()
 
 
-def test_tta_transforms_are_exactly_inverted_and_tiles_keep_the_size(model_dir, image_dir):
+def test_tta_transforms_are_exactly_inverted_and_tiles_keep_the_size(model_dir, image_dir, tmp_path):
+    from data_pipeline.augment import normalize_image
+
     x = np.random.default_rng(1).random((5, 7, 2)).astype(np.float32)
     assert len({(k, f) for k, f in TTA_TRANSFORMS}) == 8
     for k, flip in TTA_TRANSFORMS:
-        np.testing.assert_array_equal(_inverse(_forward(x, k, flip), k, flip), x)
+        np.testing.assert_array_equal(tta_inverse(tta_forward(x, k, flip), k, flip), x)
     predictor = Predictor.load(model_dir)
     image = cv2.cvtColor(cv2.imread(str(image_dir / "odd-260x347.png")), cv2.COLOR_BGR2RGB)
-    plain = predictor.predict(image)
+    plain = predictor.predict(image, tta=False)
     tta = predictor.predict(image, tta=True)
     assert plain.shape == tta.shape == (260, 347, 1) and 0.0 <= tta.min() <= tta.max() <= 1.0
+    views = [tta_inverse(predict_images(predictor.model, [tta_forward(normalize_image(image), k, flip)],
+                                        multiple=predictor.multiple)[0], k, flip) for k, flip in TTA_TRANSFORMS]
+    np.testing.assert_allclose(tta, np.mean(views, axis=0), atol=1e-6)
+    assert float(np.abs(tta - plain).max()) > 1e-4  # the views differ: the average is not the plain map
+    # the card's choice (made on validation at export) is the default; a caller's choice wins
+    for chosen_tta, expected, other in ((True, tta, plain), (False, plain, tta)):
+        chosen = tmp_path / f"tta-{chosen_tta}"
+        shutil.copytree(model_dir, chosen)
+        card = json.loads((chosen / "model_card.json").read_text())
+        card["postprocess"] = {**(card.get("postprocess") or {}), "tta": chosen_tta}
+        (chosen / "model_card.json").write_text(json.dumps(card))
+        with_card = Predictor.load(chosen)
+        assert with_card.tta is chosen_tta
+        np.testing.assert_allclose(with_card.predict(image), expected, atol=1e-6)
+        np.testing.assert_allclose(with_card.predict(image, tta=not chosen_tta), other, atol=1e-6)
     big = cv2.cvtColor(cv2.imread(str(image_dir / "big-1040x1388.png")), cv2.COLOR_BGR2RGB)
-    whole = predictor.predict(big)
-    tiled = predictor.predict(big, tile=256)
+    whole = predictor.predict(big, tta=False)
+    tiled = predictor.predict(big, tile=256, tta=False)
     assert whole.shape == tiled.shape == (1040, 1388, 1)
     assert whole.dtype == np.float32 and tiled.dtype == np.float16  # a tiled map is stitched in half precision
     # blended tiles agree with the whole-image prediction away from tile seams
@@ -202,7 +220,14 @@ def test_evaluate_split_val_scores_the_cards_validation_images_and_reproduces_it
                  "--quiet"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert sorted(r["id"] for r in doc["per_image"]) == sorted(card["data"]["val_ids"])
-    assert abs(doc["pooled"]["iou"] - card["metrics"]["val_iou"]) < 1e-3  # the same images, the same score
+    # the same images, the same score: with the card's chosen postprocessing (TTA included when chosen) ...
+    assert doc["postprocess"]["tta"] is card["postprocess"]["tta"]
+    assert abs(doc["pooled"]["iou"] - card["postprocess"]["metrics"]["val_iou"]) < 1e-3
+    # ... and, without TTA at the training threshold, the trial's own val_iou
+    assert main(["evaluate", str(model_dir), "--data", card["data"]["source"], "--split", "val", "--format", "json",
+                 "--quiet", "--no-tta", "--threshold", str(card["config"]["threshold"])]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert abs(plain["pooled"]["iou"] - card["metrics"]["val_iou"]) < 1e-3
     # data without those images: one line, exit 2
     assert main(["evaluate", str(model_dir), "--data", str(dsb2018_zip), "--split", "val", "--quiet"]) == 2
     assert "none of the" in one_line_error(capsys)

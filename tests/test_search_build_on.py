@@ -218,13 +218,16 @@ def test_ensemble_card_scores_are_reproduced_by_evaluate_and_shown_beside_the_be
     assert result["mean"]["map"] == pytest.approx(post["metrics"]["val_map"], abs=1e-3)
     # a flag overrides the card's choice
     assert main(["evaluate", str(out), "--data", "synthetic:12", "--split", "val", "--format", "json",
-                 "--quiet", "--threshold", "0.5", "--min-size", "0"]) == 0
+                 "--quiet", "--threshold", "0.5", "--min-size", "0", "--no-tta"]) == 0
     overridden = json.loads(capsys.readouterr().out)
     assert overridden["threshold"] == 0.5 and overridden["postprocess"]["min_size"] == 0
+    assert overridden["postprocess"]["tta"] is False and result["postprocess"]["tta"] is post["tta"]
+    assert set(post["tta_compared"]) == {"plain", "tta"}  # TTA was tried on validation
     assert overridden["pooled"]["iou"] == pytest.approx(card["metrics"]["val_iou"], abs=1e-3)
 
     frame = ensemble_frame(load_experiment(searched[1]))
-    assert list(frame["model"]) == ["ensemble", "ensemble + postprocessing", "best single trial"]
+    tta = " + tta" if post["tta"] else ""
+    assert list(frame["model"]) == ["ensemble", "ensemble + postprocessing" + tta, "best single trial"]
     assert frame["val_iou"].iloc[0] == pytest.approx(card["metrics"]["val_iou"])
     assert frame["members"].iloc[2] == card["ensemble"]["best_single"]["trial_id"]
 

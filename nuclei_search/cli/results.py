@@ -50,7 +50,8 @@ def register(sub) -> None:
                                      "averaging several): model.keras (no optimizer), saved_model/ (model.export) "
                                      "and model_card.json. The reloaded export is re-evaluated on the validation "
                                      "split and must reproduce its val_iou within 0.001; the postprocessing "
-                                     "(threshold, smallest nucleus, watershed markers) is chosen there.")
+                                     "(threshold, smallest nucleus, watershed markers, test-time augmentation) "
+                                     "is chosen there.")
     exp.add_argument("experiment", metavar="EXP", help="experiment name or folder")
     exp.add_argument("--trial", default=None, metavar="ID", help="trial id (default: the best val_iou)")
     exp.add_argument("--out", type=Path, required=True, help="export folder (must be new or empty)")
@@ -65,6 +66,9 @@ def register(sub) -> None:
     exp.add_argument("--no-postprocess", action="store_true",
                      help="keep the training-time threshold and instance settings instead of choosing them on "
                           "the validation split")
+    exp.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                     help="test-time augmentation (the 8 flips/rotations averaged) in the chosen postprocessing: "
+                          "--tta always, --no-tta never; default: kept if it raises the validation mAP")
     exp.add_argument("--no-verify", action="store_true", help="skip the re-evaluation of the export")
     exp.add_argument("--no-saved-model", action="store_true", help="write model.keras and the card only")
     exp.add_argument("--cpus", type=int, default=None, help="CPU threads for TensorFlow (default: all)")
@@ -86,7 +90,8 @@ def register(sub) -> None:
     pred.add_argument("--threshold", type=float, default=None, metavar="T",
                       help="mask threshold (default: the model card's)")
     _postprocess_options(pred)
-    pred.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    pred.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="average the 8 flips/rotations (default: as the model card chose on validation)")
     pred.add_argument("--tile", type=int, default=None, metavar="N",
                       help="predict in overlapping N×N tiles (multiple of the stride; default: whole "
                            "image, tiles only above 2048×2048 pixels)")
@@ -108,7 +113,8 @@ def register(sub) -> None:
     ev.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted ids)")
     ev.add_argument("--threshold", type=float, default=None, metavar="T", help="default: the model card's")
     _postprocess_options(ev)
-    ev.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="average the 8 flips/rotations (default: as the model card chose on validation)")
     ev.add_argument("--tile", type=int, default=None, metavar="N", help="predict in overlapping N×N tiles")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=evaluate_cmd)
@@ -261,6 +267,11 @@ def report_cmd(args: argparse.Namespace) -> int:
 def export_cmd(args: argparse.Namespace) -> int:
     from results.export import export_ensemble, export_trial
 
+    if args.no_postprocess and args.tta is not None:
+        from nuclei_search.errors import ConfigError
+
+        raise ConfigError("--tta/--no-tta are part of the postprocessing chosen on validation: "
+                          "they exclude --no-postprocess")
     if args.ensemble is not None:
         if args.trial or args.retrain_full:
             from nuclei_search.errors import ConfigError
@@ -269,14 +280,14 @@ def export_cmd(args: argparse.Namespace) -> int:
                               "it excludes --trial and --retrain-full")
         result = export_ensemble(
             args.experiment, args.out, args.ensemble, storage=args.storage, overwrite=args.overwrite,
-            saved_model=not args.no_saved_model, postprocess=not args.no_postprocess, pool=args.ensemble_pool,
-            cpus=args.cpus,
+            saved_model=not args.no_saved_model, postprocess=not args.no_postprocess, tta=args.tta,
+            pool=args.ensemble_pool, cpus=args.cpus,
         )
     else:
         result = export_trial(
             args.experiment, args.out, trial_id=args.trial, storage=args.storage, overwrite=args.overwrite,
             retrain=args.retrain_full, verify=not args.no_verify, saved_model=not args.no_saved_model,
-            postprocess=not args.no_postprocess, cpus=args.cpus, progress=not args.quiet,
+            postprocess=not args.no_postprocess, tta=args.tta, cpus=args.cpus, progress=not args.quiet,
         )
     card = result.card
     metrics = card["metrics"]
@@ -301,8 +312,8 @@ def export_cmd(args: argparse.Namespace) -> int:
     if post:
         chosen = post["metrics"]
         print(f"postprocessing chosen on validation: threshold {post['threshold']}, min_size {post['min_size']}, "
-              f"h {post['h']}, boundary_threshold {post['boundary_threshold']}: val_map {post['val_map_default']:.4f}"
-              f" -> {chosen['val_map']:.4f}, val_iou {chosen['val_iou']:.4f}")
+              f"h {post['h']}, boundary_threshold {post['boundary_threshold']}, tta {'on' if post.get('tta') else 'off'}:"
+              f" val_map {post['val_map_default']:.4f} -> {chosen['val_map']:.4f}, val_iou {chosen['val_iou']:.4f}")
     print(f"wrote {args.out}/: {', '.join(result.files)}")
     if check and not check["ok"]:
         print("error: the exported model does not reproduce its leaderboard score", file=sys.stderr)
@@ -350,8 +361,9 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
+    tta = "tta on" if result.postprocess.get("tta") else "tta off"
     table = Table(title=f"{args.model} on {result.source} ({len(result.per_image)} images, threshold "
-                        f"{result.threshold}, instances: {result.instance_method})", title_justify="left")
+                        f"{result.threshold}, instances: {result.instance_method}, {tta})", title_justify="left")
     for column in ("image", "size", "iou", "dice", "map", "nuclei", "predicted"):
         table.add_column(column, justify="left" if column in ("image", "size") else "right")
     for row in result.per_image:
