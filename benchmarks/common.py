@@ -50,13 +50,25 @@ def write(record: dict) -> Path:
     return path
 
 
+def code_for_tree(code: str, tree: Path) -> str:
+    """Benchmark code names the project's modules as installed today (`nuclei_search.models`...);
+    in a source tree from before they moved under `nuclei_search` they are top-level (`models`)."""
+    import re
+
+    init = tree / "nuclei_search" / "__init__.py"
+    if "__path__" in init.read_text():
+        return code
+    return re.sub(r"\bnuclei_search\.(data_pipeline|models|cluster|search|results)\b", r"\1", code)
+
+
 def run_python(code: str, argument: str, tree: Path = REPO, env: dict | None = None, what: str = "") -> dict:
     """Run `python -c code argument` in a fresh process against the source `tree` (its own
     TensorFlow thread pools, Keras dtype policy and backend); the code prints JSON last."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", code, argument], cwd=tree, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code_for_tree(code, tree), argument], cwd=tree, capture_output=True,
+                          text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(tree), **(env or {})})
     if proc.returncode:
         raise RuntimeError(f"{what or code[:80]} failed:\n{proc.stderr[-3000:]}")

@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def run(quick: bool = False) -> dict:
-    from data_pipeline.preprocess import prepare
-    from data_pipeline.sources import open_source
+    from nuclei_search.data_pipeline.preprocess import prepare
+    from nuclei_search.data_pipeline.sources import open_source
 
     zip_path = dsb2018_zip()
     with timer() as t_open:

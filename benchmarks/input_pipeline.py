@@ -29,11 +29,11 @@ def run(quick: bool = False, rounds: int = 5) -> dict:
 
     import tensorflow as tf
 
-    from data_pipeline.loader import make_train_dataset, steps_per_epoch
-    from models.runtime import configure_tensorflow
-    from data_pipeline.loader import load_data
-    from models.train import compile_model
-    from models.unet import build_unet
+    from nuclei_search.data_pipeline.loader import make_train_dataset, steps_per_epoch
+    from nuclei_search.models.runtime import configure_tensorflow
+    from nuclei_search.data_pipeline.loader import load_data
+    from nuclei_search.models.train import compile_model
+    from nuclei_search.models.unet import build_unet
     from nuclei_search.config import TrialConfig
 
     data = "synthetic" if quick else str(dsb2018_zip())

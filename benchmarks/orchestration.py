@@ -83,9 +83,9 @@ def breakdown(trials: dict[str, dict], fit_start: float, fit_end: float, concurr
 def _search(trials: int, concurrency: int, quick: bool, reuse_actors: bool) -> dict:
     import ray
 
-    from cluster.runtime import connect
-    from search.experiment import SearchOptions
-    from search.runner import run_search
+    from nuclei_search.cluster.runtime import connect
+    from nuclei_search.search.experiment import SearchOptions
+    from nuclei_search.search.runner import run_search
 
     timeline = _timeline_callback()
     with tempfile.TemporaryDirectory(prefix="bench-orchestration-") as tmp:

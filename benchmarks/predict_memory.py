@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 
 def write_export(out: Path) -> None:
     """An export folder of an untrained MobileNetV2 U-Net (depth 4), as `predict` reads it."""
-    from models.unet import build_unet
+    from nuclei_search.models.unet import build_unet
     from nuclei_search.config import TrialConfig
-    from results.export import input_spec, output_spec, save_model_files, write_card
+    from nuclei_search.results.export import input_spec, output_spec, save_model_files, write_card
 
     config = TrialConfig(backbone="mobilenetv2", decoder_depth=4, encoder_weights="none")
     out.mkdir(parents=True)
@@ -50,7 +50,7 @@ def write_image(path: Path, side: int, scratch: Path) -> None:
     """A side×side RGB PNG: one synthetic nuclei image repeated."""
     import cv2
 
-    from data_pipeline.synthetic import generate_dataset
+    from nuclei_search.data_pipeline.synthetic import generate_dataset
 
     root = generate_dataset(scratch / f"synthetic-{side}", n_images=1, seed=0)
     tile = cv2.imread(str(next(root.glob("*/images/*.png"))), cv2.IMREAD_COLOR)

@@ -64,7 +64,7 @@ def _row(model: str, metrics: dict, minutes: float | None, note: str = "") -> di
     row = {"model": model}
     for key in ("val_iou", "val_iou_per_image", "val_dice", "val_map"):
         row[key] = flat.get(key)
-    from data_pipeline.preprocess import IMAGE_TYPES
+    from nuclei_search.data_pipeline.preprocess import IMAGE_TYPES
 
     for kind in IMAGE_TYPES:
         for m in ("iou", "map"):
@@ -101,8 +101,8 @@ def proof_rows(experiment, card: dict, seed: dict | None, wall_minutes: float | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from results.leaderboard import experiment_frame, markdown_table, sort_leaderboard
-    from results.trials import load_experiment
+    from nuclei_search.results.leaderboard import experiment_frame, markdown_table, sort_leaderboard
+    from nuclei_search.results.trials import load_experiment
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.publish_search", description=__doc__)
     parser.add_argument("experiment")

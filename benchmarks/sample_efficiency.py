@@ -115,9 +115,9 @@ def _epoch_budget(budget: int):
 def search(method: str, seed: int, budget: int, data: str, storage: str) -> list[float]:
     """The method's anytime curve; an experiment already in `storage` is read, not run again
     (one without FINISHED_FILE, cut short, is resumed)."""
-    from results.trials import load_experiment
-    from search.experiment import EXPERIMENT_FILE, SearchOptions
-    from search.runner import resume_search, run_search
+    from nuclei_search.results.trials import load_experiment
+    from nuclei_search.search.experiment import EXPERIMENT_FILE, SearchOptions
+    from nuclei_search.search.runner import resume_search, run_search
 
     max_epochs = 1 if budget < 8 else 4
     per_trial = {"tpe_asha": 2, "random": max_epochs, "kt_hyperband": max_epochs}[method]
@@ -147,7 +147,7 @@ def run(quick: bool = False, budget: int = 32, seeds: tuple[int, ...] = (0, 1, 2
     """`storage`: keep the searches there (default: a temporary folder); those already there are read."""
     import ray
 
-    from cluster.runtime import connect
+    from nuclei_search.cluster.runtime import connect
 
     data = "synthetic" if quick else str(dsb2018_zip())
     budget, seeds = (4, (0,)) if quick else (budget, seeds)

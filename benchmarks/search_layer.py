@@ -45,10 +45,10 @@ def run(quick: bool = False, trials: int = 200, concurrency: int = 2) -> dict:
     import ray.cloudpickle
     from ray import tune
 
-    from cluster.runtime import connect
-    from results.leaderboard import leaderboard
-    from search.experiment import SearchOptions
-    from search.runner import run_search
+    from nuclei_search.cluster.runtime import connect
+    from nuclei_search.results.leaderboard import leaderboard
+    from nuclei_search.search.experiment import SearchOptions
+    from nuclei_search.search.runner import run_search
 
     trials = 6 if quick else trials
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import benchmarks

@@ -121,9 +121,9 @@ def _env_number(name: str, kind, what: str):
 def run(quick: bool, epochs: int = 20, budget_seconds: float | None = None) -> dict:
     import keras
 
-    from models.evaluation import score_predictions
-    from models.runtime import configure_tensorflow
-    from data_pipeline.loader import load_data
+    from nuclei_search.models.evaluation import score_predictions
+    from nuclei_search.models.runtime import configure_tensorflow
+    from nuclei_search.data_pipeline.loader import load_data
     from nuclei_search.config import TrialConfig
 
     if budget_seconds is None and not quick and os.environ.get(BUDGET_ENV):

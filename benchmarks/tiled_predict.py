@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def run(quick: bool = False, tile: int = 512) -> dict:
-    from models.inference import predict_images, predict_tiled
-    from models.runtime import configure_tensorflow
-    from models.unet import build_unet, pad_multiple
+    from nuclei_search.models.inference import predict_images, predict_tiled
+    from nuclei_search.models.runtime import configure_tensorflow
+    from nuclei_search.models.unet import build_unet, pad_multiple
     from nuclei_search.config import TrialConfig
 
     configure_tensorflow(seed=0)

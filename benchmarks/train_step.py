@@ -52,7 +52,7 @@ KEPT = "mixed_bfloat16 + steps_per_execution 8 (kept)"
 
 def cpu_peak() -> dict:
     """Cores, clock and FP32 peak read from this machine."""
-    from models.precision import cpu_flags
+    from nuclei_search.models.precision import cpu_flags
 
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     mhz = [float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")]
@@ -79,8 +79,8 @@ def count_flops(backbone: str, depth: int) -> dict:
     import tensorflow as tf
     from tensorflow.python.profiler import model_analyzer, option_builder
 
-    from models.losses import get_loss
-    from models.unet import build_unet
+    from nuclei_search.models.losses import get_loss
+    from nuclei_search.models.unet import build_unet
 
     config = _config(backbone, depth)
     model = build_unet(config)
@@ -110,8 +110,8 @@ def count_flops(backbone: str, depth: int) -> dict:
 
 def _real_batches(config, threads: int, steps: int):
     """`steps` batches of the real training pipeline (stage1_train, light augmentation), as numpy arrays."""
-    from data_pipeline.loader import make_train_dataset
-    from data_pipeline.loader import load_data
+    from nuclei_search.data_pipeline.loader import make_train_dataset
+    from nuclei_search.data_pipeline.loader import load_data
 
     prepared, train_ids, val_ids = load_data(config)
     real = make_train_dataset(prepared, train_ids, config, cpus=threads)
@@ -127,8 +127,8 @@ def throughput(backbone: str = "mobilenetv2", depth: int = 4, threads: int = 1, 
     import keras
     import numpy as np
 
-    from models.train import compile_model
-    from models.unet import build_unet
+    from nuclei_search.models.train import compile_model
+    from nuclei_search.models.unet import build_unet
 
     tensorflow = keras.backend.backend() == "tensorflow"
     import tensorflow as tf
@@ -166,11 +166,11 @@ def epoch_breakdown(precision: str, spe: int, graph_validation: bool, threads: i
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from data_pipeline.loader import steps_per_epoch, val_arrays
-    from models.evaluation import score_predictions
-    from models.inference import GraphPredictor, predict_images
-    from models.train import compile_model
-    from models.unet import build_unet, pad_multiple
+    from nuclei_search.data_pipeline.loader import steps_per_epoch, val_arrays
+    from nuclei_search.models.evaluation import score_predictions
+    from nuclei_search.models.inference import GraphPredictor, predict_images
+    from nuclei_search.models.train import compile_model
+    from nuclei_search.models.unet import build_unet, pad_multiple
 
     config = _config("mobilenetv2", 4, precision=precision).replace(data=str(dsb2018_zip()), augment="light")
     steps = steps_per_epoch(int(0.8 * 664), config)

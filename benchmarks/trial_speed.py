@@ -40,7 +40,7 @@ SETTINGS = {"before": (BEFORE_REV, {}), "after": (None, {"precision": "mixed"})}
 #: which both revisions have)
 JOB = """
 import json, sys, time
-from models.train import train
+from nuclei_search.models.train import train
 from nuclei_search.config import TrialConfig
 job = json.loads(sys.argv[1])
 started = time.perf_counter()
@@ -105,7 +105,7 @@ def run(quick: bool = False, epochs: int = 8, repeats: int = 2, storage: str | N
                 config = {**values, **changes, "seed": repeat, **({"image_size": 64} if quick else {})}
                 jobs.append({"name": name, "setting": setting, "repeat": repeat, "config": config})
     # Prepare the data cache once, before the workers race for it.
-    from data_pipeline.loader import load_data
+    from nuclei_search.data_pipeline.loader import load_data
     from nuclei_search.config import TrialConfig
 
     load_data(TrialConfig.from_dict(jobs[0]["config"]))

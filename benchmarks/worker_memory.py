@@ -37,7 +37,7 @@ def rss_mb() -> float:
 
 
 def run(quick: bool = False, trials: int = 20) -> dict:
-    from models.train import train
+    from nuclei_search.models.train import train
     from nuclei_search.config import TrialConfig
 
     trials = 3 if quick else trials

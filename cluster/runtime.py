@@ -36,8 +36,9 @@ from nuclei_search.errors import ConfigError, NucleiSearchError
 
 log = logging.getLogger(__name__)
 
-# The project's top-level packages: what a worker needs besides pip packages.
-PROJECT_PACKAGES = ("nuclei_search", "search", "models", "data_pipeline", "cluster", "results")
+# The project's subpackages (nuclei_search.<name>): with nuclei_search itself, what a worker
+# needs besides pip packages.
+SUBPACKAGES = ("data_pipeline", "models", "cluster", "search", "results")
 
 # Environment every trial process gets (also on remote nodes, via runtime_env).
 WORKER_ENV_VARS = {
@@ -170,12 +171,29 @@ def probe(address: RayAddress, timeout: float = PROBE_TIMEOUT_S) -> None:
 
 
 def project_py_modules() -> list[str]:
-    """The folders of this project's packages, as `runtime_env["py_modules"]` wants them."""
-    folders = []
-    for name in PROJECT_PACKAGES:
-        module = importlib.import_module(name)
-        folders.append(str(Path(module.__file__).resolve().parent))
-    return folders
+    """The project's code as `runtime_env["py_modules"]` wants it: one folder named
+    `nuclei_search` holding every subpackage, so a worker imports `nuclei_search.models`
+    as the driver does. An install has that layout already; in a checkout the subpackages
+    are top-level folders (pyproject.toml maps them), so they are copied into one staging
+    folder, removed when this process exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import nuclei_search
+
+    root = Path(nuclei_search.__file__).resolve().parent
+    folders = {name: Path(importlib.import_module(f"nuclei_search.{name}").__file__).resolve().parent
+               for name in SUBPACKAGES}
+    if all(folder == root / name for name, folder in folders.items()):
+        return [str(root)]
+    staging = Path(tempfile.mkdtemp(prefix="nuclei-search-code-"))
+    atexit.register(shutil.rmtree, staging, ignore_errors=True)
+    package = staging / "nuclei_search"
+    shutil.copytree(root, package, ignore=shutil.ignore_patterns(*UPLOAD_EXCLUDES))
+    for name, folder in folders.items():
+        shutil.copytree(folder, package / name, ignore=shutil.ignore_patterns(*UPLOAD_EXCLUDES))
+    return [str(package)]
 
 
 def project_runtime_env(ship_code: bool = True, env_vars: dict[str, str] | None = None) -> dict:

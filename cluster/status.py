@@ -156,7 +156,7 @@ def cluster_status(address: str | None, trial_classes: tuple[str, ...] = DEFAULT
     """
     import ray
 
-    from cluster.runtime import connect, disconnect, parse_address
+    from nuclei_search.cluster.runtime import connect, disconnect, parse_address
 
     target = parse_address(address or "auto") if not ray.is_initialized() else None
     if target is not None and target.kind == "local":

@@ -15,7 +15,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from data_pipeline.sources import DatasetSource
+    from nuclei_search.data_pipeline.sources import DatasetSource
 
 FINGERPRINT_LENGTH = 16
 

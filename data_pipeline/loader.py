@@ -20,9 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-from data_pipeline.augment import augment_pair, crop_scale_range, normalize_image, percentile_bounds, stretch_tf
-from data_pipeline.preprocess import PreparedDataset
-from data_pipeline.targets import boundary_map, semantic_mask
+from nuclei_search.data_pipeline.augment import augment_pair, crop_scale_range, normalize_image, percentile_bounds, stretch_tf
+from nuclei_search.data_pipeline.preprocess import PreparedDataset
+from nuclei_search.data_pipeline.targets import boundary_map, semantic_mask
 from nuclei_search.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 def load_data(config, progress: bool = False):
     """(prepared dataset, train ids, val ids): the config's data prepared (cached) and split
     deterministically (its val_fraction and split_seed, stratified by image type)."""
-    from data_pipeline.preprocess import prepare
-    from data_pipeline.split import train_val_split
+    from nuclei_search.data_pipeline.preprocess import prepare
+    from nuclei_search.data_pipeline.split import train_val_split
 
     prepared = prepare(config.data, cache_dir=config.cache_dir, progress=progress)
     train_ids, val_ids = train_val_split(prepared.ids, prepared.types, config.val_fraction, config.split_seed)

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.cache import default_cache_dir, resolve_cache_dir
-from data_pipeline.fingerprint import source_fingerprint
-from data_pipeline.sources import DatasetSource, open_source
-from data_pipeline.targets import labels_from_masks
+from nuclei_search.data_pipeline.cache import default_cache_dir, resolve_cache_dir
+from nuclei_search.data_pipeline.fingerprint import source_fingerprint
+from nuclei_search.data_pipeline.sources import DatasetSource, open_source
+from nuclei_search.data_pipeline.targets import labels_from_masks
 from nuclei_search.errors import DataError
 
 log = logging.getLogger(__name__)

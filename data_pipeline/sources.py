@@ -28,8 +28,8 @@ from typing import Iterator
 
 import numpy as np
 
-from data_pipeline.cache import resolve_cache_dir
-from data_pipeline.images import decode_image, decode_mask, png_size
+from nuclei_search.data_pipeline.cache import resolve_cache_dir
+from nuclei_search.data_pipeline.images import decode_image, decode_mask, png_size
 from nuclei_search.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def read_zip_entry(zf: zipfile.ZipFile, name: str, display: str, size: int | Non
     """
     import zlib
 
-    from data_pipeline.images import png_size
+    from nuclei_search.data_pipeline.images import png_size
 
     try:
         info = zf.getinfo(name)
@@ -267,7 +267,7 @@ class DatasetSource:
 
     def read_labels(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(image uint8 HxWx3, labels uint16 HxW); later masks win where they overlap."""
-        from data_pipeline.targets import labels_from_masks
+        from nuclei_search.data_pipeline.targets import labels_from_masks
 
         image = self.read_image(image_id)
         masks = self.iter_masks(image_id, image.shape[:2])
@@ -337,7 +337,7 @@ def _parse_synthetic(spec: str) -> int:
 def synthetic_dir(n_images: int, cache_dir: str | os.PathLike | None = None,
                   seed: int = SYNTHETIC_SEED) -> Path:
     """Generate (once) and return the cached synthetic dataset folder for N images."""
-    from data_pipeline.synthetic import GENERATOR_VERSION, generate_dataset
+    from nuclei_search.data_pipeline.synthetic import GENERATOR_VERSION, generate_dataset
 
     root = resolve_cache_dir(cache_dir) / "synthetic" / f"v{GENERATOR_VERSION}-n{n_images}-seed{seed}"
     if not root.is_dir():
@@ -370,7 +370,7 @@ def open_source(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = N
     if text == "synthetic" or text.startswith("synthetic:"):
         source = _folder_source(text, synthetic_dir(_parse_synthetic(text), cache_dir))
     elif text == "kaggle":
-        from data_pipeline.download import download_stage1_train
+        from nuclei_search.data_pipeline.download import download_stage1_train
 
         path = download_stage1_train(resolve_cache_dir(cache_dir))
         source = _zip_source(text, path, cache_dir)

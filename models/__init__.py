@@ -1,7 +1,7 @@
 """U-Net models: backbone registry, build_unet, losses, metrics, post-processing, training.
 
-Importing the package registers the project's serialisable Keras objects, so
-`keras.models.load_model(path, safe_mode=True)` can load saved models after `import models`.
+Importing the package imports nothing (no Keras). Saved models that hold the project's
+own layers (a ResNet encoder's preprocessing, an ensemble) load with
+`keras.models.load_model(path, safe_mode=True)` after `import nuclei_search.models.layers`,
+which registers them; `nuclei_search.models.unet.load_unet` does that itself.
 """
-
-from models import layers, losses, metrics  # noqa: F401  (registers custom Keras objects)

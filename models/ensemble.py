@@ -16,7 +16,7 @@ from typing import Sequence
 
 import keras
 
-from models.layers import CropToReference, PadToMultiple, WeightedMean
+from nuclei_search.models.layers import CropToReference, PadToMultiple, WeightedMean
 
 ENSEMBLE_NAME = "ensemble"
 

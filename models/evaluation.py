@@ -11,9 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from models.inference import predict_images
-from models.metrics import kaggle_ap
-from models.postprocess import instances_from_prediction
+from nuclei_search.models.inference import predict_images
+from nuclei_search.models.metrics import kaggle_ap
+from nuclei_search.models.postprocess import instances_from_prediction
 
 
 TYPE_METRICS = ("iou", "dice", "map")  # scored by image type as well
@@ -46,7 +46,7 @@ class EvaluationResult:
 
 def type_metrics(row: dict) -> dict:
     """The per-image-type validation metrics of a metrics row (`val_iou_histology`, ...)."""
-    from data_pipeline.preprocess import IMAGE_TYPES
+    from nuclei_search.data_pipeline.preprocess import IMAGE_TYPES
 
     names = {f"val_{m}_{t}" for m in TYPE_METRICS for t in IMAGE_TYPES}
     return {k: v for k, v in row.items() if k in names}

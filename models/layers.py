@@ -2,7 +2,7 @@
 
 Everything here is serialisable with ``safe_mode=True`` (no Lambda layers), so a saved
 ``model.keras`` is self-contained: ``keras.models.load_model(path, safe_mode=True)``
-works after ``import models`` (which registers the classes below).
+works after ``import nuclei_search.models.layers`` (which registers the classes below).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from models.evaluation import score_predictions
-from models.postprocess import Postprocess
+from nuclei_search.models.evaluation import score_predictions
+from nuclei_search.models.postprocess import Postprocess
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from data_pipeline.loader import load_data
+from nuclei_search.data_pipeline.loader import load_data
 from nuclei_search.contract import MODEL_FILE, STATE_FILE
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import DataError, NucleiSearchError
@@ -86,7 +86,7 @@ class TrainResult:
 
     def metrics_record(self) -> dict:
         """The content of metrics.json."""
-        from models.evaluation import type_metrics
+        from nuclei_search.models.evaluation import type_metrics
 
         best = self.best
         return {
@@ -116,8 +116,8 @@ def compile_model(model, config: TrialConfig, learning_rate: float, decay_steps:
     """
     import keras
 
-    from models.losses import get_loss
-    from models.metrics import keras_metrics
+    from nuclei_search.models.losses import get_loss
+    from nuclei_search.models.metrics import keras_metrics
 
     if config.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
@@ -157,7 +157,7 @@ def is_validation_epoch(epoch: int, config: TrialConfig) -> bool:
 
 def load_checkpoint_model(folder: str | Path):
     """Load a checkpoint's model with its optimizer state (safe_mode: no lambdas)."""
-    from models.unet import load_unet
+    from nuclei_search.models.unet import load_unet
 
     return load_unet(Path(folder) / MODEL_FILE, compile=True)
 
@@ -179,10 +179,10 @@ def train(
     """
     import keras
 
-    from data_pipeline.loader import make_train_dataset, steps_per_epoch, val_arrays
-    from models.evaluation import evaluate_model
-    from models.runtime import configure_tensorflow, released_custom_gradients
-    from models.unet import build_unet, pad_multiple, set_encoder_trainable
+    from nuclei_search.data_pipeline.loader import make_train_dataset, steps_per_epoch, val_arrays
+    from nuclei_search.models.evaluation import evaluate_model
+    from nuclei_search.models.runtime import configure_tensorflow, released_custom_gradients
+    from nuclei_search.models.unet import build_unet, pad_multiple, set_encoder_trainable
 
     config.validate()
     started = time.perf_counter()

@@ -22,8 +22,8 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from models import weights as weights_lib
-from models.backbones import (
+from nuclei_search.models import weights as weights_lib
+from nuclei_search.models.backbones import (
     ENCODER_NAME,
     MAX_FILTERS,
     PLAIN,
@@ -32,8 +32,8 @@ from models.backbones import (
     skip_strides,
     truncate_backbone,
 )
-from models.layers import preprocessing_layer
-from models.precision import dtype_policy, policy_name
+from nuclei_search.models.layers import preprocessing_layer
+from nuclei_search.models.precision import dtype_policy, policy_name
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError
 
@@ -194,8 +194,6 @@ def build_unet(config: TrialConfig, dtype_policy_name: str | None = None) -> ker
 def load_unet(path, compile: bool = True) -> keras.Model:
     """``keras.models.load_model(path, safe_mode=True)`` with this package's custom
     objects (preprocessing layer, losses, metrics) registered first."""
-    import models.layers  # noqa: F401  (registers CaffePreprocess)
-    import models.losses  # noqa: F401
-    import models.metrics  # noqa: F401
+    from nuclei_search.models import layers, losses, metrics  # noqa: F401  (registering is importing)
 
     return keras.models.load_model(path, safe_mode=True, compile=compile)

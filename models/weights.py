@@ -22,7 +22,7 @@ from pathlib import Path
 
 import keras
 
-from models.backbones import Backbone
+from nuclei_search.models.backbones import Backbone
 from nuclei_search.errors import ConfigError
 
 logger = logging.getLogger(__name__)

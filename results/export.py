@@ -40,14 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from models.evaluation import score_predictions, type_metrics
-from models.postprocess import Postprocess
+from nuclei_search.models.evaluation import score_predictions, type_metrics
+from nuclei_search.models.postprocess import Postprocess
 from nuclei_search.config import TrialConfig
 from nuclei_search.contract import CARD_FILE, MODEL_FILE, SAVED_MODEL_DIR
 from nuclei_search.lock import writer_lock
 from nuclei_search.outputs import prepare_output_dir
 from nuclei_search.errors import ConfigError, ExperimentError, NucleiSearchError
-from results.trials import ENSEMBLE_RECORD, Experiment, TrialRecord, load_experiment
+from nuclei_search.results.trials import ENSEMBLE_RECORD, Experiment, TrialRecord, load_experiment
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ def select_trial(experiment: Experiment, trial_id: str | None = None) -> TrialRe
 
 def input_spec(config: TrialConfig, stride: int | None = None) -> dict:
     """The input contract; `stride` overrides the U-Net's (an ensemble pads inside: 1)."""
-    from data_pipeline.augment import HIGH_PERCENTILE, LOW_PERCENTILE
-    from models.unet import pad_multiple
+    from nuclei_search.data_pipeline.augment import HIGH_PERCENTILE, LOW_PERCENTILE
+    from nuclei_search.models.unet import pad_multiple
 
     multiple = pad_multiple(config) if stride is None else int(stride)
     return {
@@ -112,13 +112,13 @@ def input_spec(config: TrialConfig, stride: int | None = None) -> dict:
             "decode to uint8 RGB (grayscale repeated, alpha dropped, 16-bit scaled to 8-bit); then per image: "
             f"low, high = the {LOW_PERCENTILE} and {HIGH_PERCENTILE} percentiles of all uint8 values; "
             "x = clip((image - low) / max(high - low, 1), 0, 1) as float32 "
-            "(data_pipeline.augment.normalize_image)"
+            "(nuclei_search.data_pipeline.augment.normalize_image)"
         ),
-        "normalisation": {"function": "data_pipeline.augment.normalize_image",
+        "normalisation": {"function": "nuclei_search.data_pipeline.augment.normalize_image",
                           "low_percentile": LOW_PERCENTILE, "high_percentile": HIGH_PERCENTILE},
         "padding": (f"images of any size: reflect-pad bottom/right to a multiple of {multiple}, "
-                    "predict, crop back (models.inference.predict_images); never resized; very large images "
-                    "may be predicted in overlapping blended tiles (models.inference.predict_tiled)"),
+                    "predict, crop back (nuclei_search.models.inference.predict_images); never resized; very large images "
+                    "may be predicted in overlapping blended tiles (nuclei_search.models.inference.predict_tiled)"),
     }
 
 
@@ -132,7 +132,7 @@ def output_spec(config: TrialConfig, postprocess: Postprocess | None = None) -> 
         "activation": "sigmoid (per-pixel probability)",
         "threshold": post.threshold,
         "instance_method": config.instance_method,
-        "postprocess": (f"models.postprocess.instances_from_prediction(prob, threshold={post.threshold}, "
+        "postprocess": (f"nuclei_search.models.postprocess.instances_from_prediction(prob, threshold={post.threshold}, "
                         f"method=instance_method, min_size={post.min_size}, h={post.h}, "
                         f"boundary_threshold={post.boundary_threshold}); the boundary channel, when present, "
                         "seeds the watershed; the card's `postprocess` section says how these were chosen"),
@@ -150,11 +150,11 @@ def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, p
     `epochs` epochs, so the model is the winning run's recipe with the validation
     images added to the training set.
     """
-    from data_pipeline.loader import make_train_dataset, steps_per_epoch
-    from models.runtime import configure_tensorflow
-    from data_pipeline.loader import load_data
-    from models.train import TrialDiverged, compile_model, execution_steps, training_phases
-    from models.unet import build_unet, set_encoder_trainable
+    from nuclei_search.data_pipeline.loader import make_train_dataset, steps_per_epoch
+    from nuclei_search.models.runtime import configure_tensorflow
+    from nuclei_search.data_pipeline.loader import load_data
+    from nuclei_search.models.train import TrialDiverged, compile_model, execution_steps, training_phases
+    from nuclei_search.models.unet import build_unet, set_encoder_trainable
 
     if epochs < 1:
         raise ConfigError(f"retraining needs at least one epoch (got {epochs})")
@@ -213,9 +213,9 @@ def export_trial(
 
     With `postprocess` (and the validation split at hand, not `retrain`), the
     postprocessing is chosen on the validation split and stored in the card."""
-    from models.runtime import configure_tensorflow
-    from data_pipeline.loader import load_data
-    from models.unet import load_unet
+    from nuclei_search.models.runtime import configure_tensorflow
+    from nuclei_search.data_pipeline.loader import load_data
+    from nuclei_search.models.unet import load_unet
 
     out = Path(out)
     experiment = load_experiment(ref, storage)
@@ -249,9 +249,9 @@ def export_trial(
 
     verification, post_section, chosen = None, None, None
     if prepared is not None and not retrain and (verify or postprocess):
-        from data_pipeline.loader import val_arrays
-        from models.inference import predict_images
-        from models.unet import pad_multiple
+        from nuclei_search.data_pipeline.loader import val_arrays
+        from nuclei_search.models.inference import predict_images
+        from nuclei_search.models.unet import pad_multiple
 
         val = val_arrays(prepared, val_ids)
         reloaded = load_exported_model(out)
@@ -313,13 +313,13 @@ def export_ensemble(
     `size`: a number of members (the top K trials) or ``"auto"`` (greedy selection on the
     validation split). The model averages its members' probability maps; it is re-scored
     on validation after reloading, and its postprocessing is chosen there."""
-    from data_pipeline.loader import val_arrays
-    from models.ensemble import build_ensemble
-    from models.inference import predict_images
-    from models.runtime import configure_tensorflow
-    from data_pipeline.loader import load_data
-    from models.unet import load_unet, pad_multiple
-    from results.ensemble import DEFAULT_POOL, parse_size, ranked_trials, select_members
+    from nuclei_search.data_pipeline.loader import val_arrays
+    from nuclei_search.models.ensemble import build_ensemble
+    from nuclei_search.models.inference import predict_images
+    from nuclei_search.models.runtime import configure_tensorflow
+    from nuclei_search.data_pipeline.loader import load_data
+    from nuclei_search.models.unet import load_unet, pad_multiple
+    from nuclei_search.results.ensemble import DEFAULT_POOL, parse_size, ranked_trials, select_members
 
     members_wanted = parse_size(size)
     if pool is not None and pool < 1:
@@ -427,7 +427,7 @@ def choose_for_card(probs: list, labels: list, types: list, config: TrialConfig,
     With `tta_probs` (the same images predicted with test-time augmentation) it is chosen on
     both, and TTA is kept only if its best validation mAP is higher (`tta` True or False: only
     that one is considered)."""
-    from models.postprocess_choice import choose_postprocessing
+    from nuclei_search.models.postprocess_choice import choose_postprocessing
 
     options = {False: probs, True: tta_probs}
     if tta is not None:
@@ -452,7 +452,7 @@ def choose_for_card(probs: list, labels: list, types: list, config: TrialConfig,
 def validation_tta(model, images: list, multiple: int, postprocess: bool, tta: bool | None) -> list | None:
     """The validation images predicted with test-time augmentation, when the postprocessing
     choice is to consider it (8 predictions of each image)."""
-    from models.inference import predict_images_tta
+    from nuclei_search.models.inference import predict_images_tta
 
     if not postprocess or tta is False:
         return None
@@ -473,8 +473,8 @@ def card_header(experiment: Experiment | None) -> dict:
 def card_footer(saved_model: bool) -> dict:
     return {
         "files": {"keras": MODEL_FILE, "saved_model": SAVED_MODEL_DIR if saved_model else None},
-        "loading": ("import models; keras.models.load_model('model.keras', safe_mode=True, compile=False) — "
-                    "or tf.saved_model.load('saved_model').serve(x)"),
+        "loading": ("import nuclei_search.models.layers; keras.models.load_model('model.keras', safe_mode=True, "
+                    "compile=False) — or tf.saved_model.load('saved_model').serve(x)"),
         "versions": library_versions(),
     }
 
@@ -562,7 +562,7 @@ def load_model_card(model_dir: str | Path) -> dict:
 
 def load_exported_model(model_dir: str | Path):
     """The exported Keras model (safe_mode, not compiled)."""
-    from models.unet import load_unet
+    from nuclei_search.models.unet import load_unet
 
     path = Path(model_dir) / MODEL_FILE
     try:

@@ -24,10 +24,10 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from data_pipeline.preprocess import IMAGE_TYPES
+from nuclei_search.data_pipeline.preprocess import IMAGE_TYPES
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError
-from results.trials import Experiment, TrialRecord, load_experiment
+from nuclei_search.results.trials import Experiment, TrialRecord, load_experiment
 
 METRICS = ("val_iou", "val_dice", "val_map")
 #: validation scores by image type, shown where trials reported them

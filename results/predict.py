@@ -29,10 +29,10 @@ import numpy as np
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError, DataError
 from nuclei_search.outputs import check_output_dir
-from results.export import load_exported_model, load_model_card
+from nuclei_search.results.export import load_exported_model, load_model_card
 
 if TYPE_CHECKING:
-    from models.postprocess import Postprocess
+    from nuclei_search.models.postprocess import Postprocess
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Predictor:
     def load(cls, model_dir: str | Path) -> "Predictor":
         card = load_model_card(model_dir)
         config = TrialConfig.from_dict(card["config"])
-        from models.inference import GraphPredictor
+        from nuclei_search.models.inference import GraphPredictor
 
         model = GraphPredictor(load_exported_model(model_dir))  # traced once, reused for every image
         return cls(model=model, card=card, config=config, model_dir=Path(model_dir))
@@ -74,7 +74,7 @@ class Predictor:
     def postprocess(self, **overrides) -> "Postprocess":
         """The card's postprocessing (chosen on validation at export), with non-None `overrides`
         (threshold, min_size, h, boundary_threshold, tta) from the command line winning."""
-        from models.postprocess import Postprocess
+        from nuclei_search.models.postprocess import Postprocess
 
         section = self.card.get("postprocess") or {"threshold": self.config.threshold}
         return Postprocess.from_dict(section, **overrides)
@@ -107,8 +107,8 @@ class Predictor:
         """HxWxC probabilities for a uint8 HxWx3 image (C: nucleus [, boundary]): float32, or
         float16 for an image predicted in tiles (normalised tile by tile, to bound memory).
         `tta` None: the card's choice."""
-        from data_pipeline.augment import normalize_image, percentile_bounds, stretch
-        from models.inference import TTA_TRANSFORMS, predict_images, predict_images_tta, predict_tiled, tta_forward, tta_inverse
+        from nuclei_search.data_pipeline.augment import normalize_image, percentile_bounds, stretch
+        from nuclei_search.models.inference import TTA_TRANSFORMS, predict_images, predict_images_tta, predict_tiled, tta_forward, tta_inverse
 
         tta = self.tta if tta is None else tta
         tile = self.tile_for(image.shape[:2], self.check_tile(tile))
@@ -130,7 +130,7 @@ class Predictor:
         return (total / len(TTA_TRANSFORMS)).astype(np.float16)
 
     def instances(self, probs: np.ndarray, post: "Postprocess | None" = None) -> np.ndarray:
-        from models.postprocess import instances_from_prediction
+        from nuclei_search.models.postprocess import instances_from_prediction
 
         post = post or self.postprocess()
         return instances_from_prediction(probs, threshold=post.threshold, method=self.instance_method,
@@ -149,7 +149,7 @@ class InputImage:
 
 def _file_reader(path: Path) -> Callable[[], np.ndarray]:
     def read() -> np.ndarray:
-        from data_pipeline.images import decode_image
+        from nuclei_search.data_pipeline.images import decode_image
 
         try:
             data = path.read_bytes()
@@ -161,8 +161,8 @@ def _file_reader(path: Path) -> Callable[[], np.ndarray]:
 
 def _zip_reader(path: Path, entry: str) -> Callable[[], np.ndarray]:
     def read() -> np.ndarray:
-        from data_pipeline.images import decode_image
-        from data_pipeline.sources import read_zip_entry
+        from nuclei_search.data_pipeline.images import decode_image
+        from nuclei_search.data_pipeline.sources import read_zip_entry
 
         with zipfile.ZipFile(path) as zf:
             return decode_image(read_zip_entry(zf, entry, f"{path}:{entry}"), f"{path}:{entry}")
@@ -179,7 +179,7 @@ def _is_image_name(name: str) -> bool:
 
 def _from_kaggle_layout(path: Path) -> list[InputImage] | None:
     """The images of a Kaggle-layout folder or zip, or None if `path` is not one."""
-    from data_pipeline.sources import open_source
+    from nuclei_search.data_pipeline.sources import open_source
 
     try:
         source = open_source(str(path), require_masks=False)
@@ -206,7 +206,7 @@ def _one_input(path: Path) -> list[InputImage]:
         found = _from_kaggle_layout(path)
         if found is not None:
             return found
-        from data_pipeline.sources import open_zip
+        from nuclei_search.data_pipeline.sources import open_zip
 
         with open_zip(path) as zf:  # refuses zip-slip names
             entries = sorted(n for n in zf.namelist() if not n.endswith("/") and _is_image_name(n))
@@ -330,7 +330,7 @@ def predict_to_folder(
     `postprocess` (min_size, h, boundary_threshold; None values ignored) override them.
     Files are written into a folder beside `out` and moved in at the end (the submission
     CSV likewise), so a run that fails half way leaves `out` and `rle` as they were."""
-    from results.rle import submission_rows
+    from nuclei_search.results.rle import submission_rows
 
     out = Path(out)
     post = _postprocess(predictor, threshold, {**(postprocess or {}), "tta": tta})
@@ -455,12 +455,12 @@ def evaluate_model_dir(
     only the validation images named in the model card (the search's held-out split);
     `limit` takes the first N image ids (sorted). `data` defaults to the card's data source.
     """
-    from data_pipeline.sources import open_source
-    from models.evaluation import score_predictions
+    from nuclei_search.data_pipeline.sources import open_source
+    from nuclei_search.models.evaluation import score_predictions
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1 (got {limit})")
-    from data_pipeline.preprocess import image_type
+    from nuclei_search.data_pipeline.preprocess import image_type
 
     predictor = Predictor.load(model_dir)
     post = _postprocess(predictor, threshold, {**(postprocess or {}), "tta": tta})

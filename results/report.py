@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 from nuclei_search.errors import ExperimentError
-from results.leaderboard import display_value, ensemble_frame, experiment_frame
-from results.plots import PlotUnavailable
-from results.trials import Experiment, load_experiment
+from nuclei_search.results.leaderboard import display_value, ensemble_frame, experiment_frame
+from nuclei_search.results.plots import PlotUnavailable
+from nuclei_search.results.trials import Experiment, load_experiment
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def _ensemble_section(experiment: Experiment) -> Section | None:
 
 
 def _overlay_section(experiment: Experiment, n_images: int) -> Section:
-    from results.plots.overlays import prediction_panels
+    from nuclei_search.results.plots.overlays import prediction_panels
 
     title = "Best trial: predictions on validation images"
     try:
@@ -195,7 +195,7 @@ def render(experiment: Experiment, sections: list[Section], frame) -> str:
 # --------------------------------------------------------------------------- API
 def build_report(ref: str | Path, out: str | Path, *, storage: str | None = None, overlay_images: int = 4) -> Report:
     """Write the experiment's HTML report to `out`; return what it contains."""
-    from results.plots import curves, optuna_plots, timeline
+    from nuclei_search.results.plots import curves, optuna_plots, timeline
 
     out = Path(out)
     if out.is_dir():

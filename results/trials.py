@@ -23,8 +23,8 @@ from nuclei_search.contract import (
 )
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError, ExperimentError
-from search.experiment import SPACE_FILE, SearchOptions, find_experiment, load_options
-from search.space import REFIT_OF, SearchSpace
+from nuclei_search.search.experiment import SPACE_FILE, SearchOptions, find_experiment, load_options
+from nuclei_search.search.space import REFIT_OF, SearchSpace
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import time
 
 from ray.tune import Callback
 
-from search.space import REFIT_EPOCHS, REFIT_OF
+from nuclei_search.search.space import REFIT_EPOCHS, REFIT_OF
 
 RANK = "val_iou_best"
 MAX_ROWS = 20  # trials shown on a terminal: the running ones, then the best finished

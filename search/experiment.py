@@ -27,12 +27,12 @@ from pathlib import Path
 
 import yaml
 
-from cluster.storage import is_remote
+from nuclei_search.cluster.storage import is_remote
 from nuclei_search.contract import EXPERIMENT_FILE, SPACE_FILE, STUDY_FILE
 from nuclei_search.errors import ConfigError, ExperimentError
 from nuclei_search.lock import LOCK_FILE
 from nuclei_search.outputs import probe_writable, reason
-from search.space import SearchSpace
+from nuclei_search.search.space import SearchSpace
 
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "hyperband", "median", "none")
@@ -121,7 +121,7 @@ def local_dir(storage: str | None, name: str) -> Path:
     """The local folder of an experiment: Ray's folder on a filesystem, a local mirror for URIs."""
     root = storage_root(storage)
     if is_remote(root):
-        from data_pipeline.cache import default_cache_dir
+        from nuclei_search.data_pipeline.cache import default_cache_dir
 
         scheme, rest = root.split("://", 1)
         return default_cache_dir() / "experiments" / scheme / rest.split("?", 1)[0].strip("/") / name
@@ -130,7 +130,7 @@ def local_dir(storage: str | None, name: str) -> Path:
 
 def remote_dir(storage: str | None, name: str) -> str | None:
     """The experiment's folder on a URI storage (where Ray Tune writes it); None for a local one."""
-    from cluster.storage import join
+    from nuclei_search.cluster.storage import join
 
     root = storage_root(storage)
     return join(root, name) if is_remote(root) else None
@@ -138,7 +138,7 @@ def remote_dir(storage: str | None, name: str) -> str | None:
 
 def _fetch(storage: str | None, name: str, results: bool) -> None:
     """Bring an experiment on a URI storage into its local mirror (nothing to do on a local one)."""
-    from cluster import storage as store
+    from nuclei_search.cluster import storage as store
 
     remote = remote_dir(storage, name) if NAME_PATTERN.match(name) else None
     if remote is None or not store.exists(store.join(remote, EXPERIMENT_FILE)):
@@ -193,7 +193,7 @@ def claim(experiment: Path, overwrite: bool, remote: str | None = None) -> None:
     `remote`: the experiment's folder on a URI storage, checked (and cleared) as well.
     """
     if remote is not None:
-        from cluster import storage as store
+        from nuclei_search.cluster import storage as store
 
         if store.exists(remote):
             if not store.exists(store.join(remote, EXPERIMENT_FILE)):
@@ -238,7 +238,7 @@ def save_metadata(experiment: Path, options: SearchOptions, space_yaml: str, rem
                 "space_started": yaml.safe_load(space_yaml)}
     (experiment / EXPERIMENT_FILE).write_text(json.dumps(metadata, indent=2))
     if remote is not None:
-        from cluster.storage import upload
+        from nuclei_search.cluster.storage import upload
 
         upload(experiment, [SPACE_FILE, EXPERIMENT_FILE], remote)
 
@@ -297,7 +297,7 @@ def check_space(experiment: Path, options: SearchOptions) -> str:
 def effective_space(options: SearchOptions) -> SearchSpace:
     """The space file with the command line's fixed values; local data and cache paths
     made absolute, since every trial runs in its own working directory."""
-    from data_pipeline.sources import absolute_source
+    from nuclei_search.data_pipeline.sources import absolute_source
 
     space = SearchSpace.from_yaml(options.space)
     space = space.with_fixed(data=options.data, epochs=options.max_epochs, cache_dir=options.cache_dir)

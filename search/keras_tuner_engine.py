@@ -21,11 +21,11 @@ from nuclei_search.contract import (
     BEST_CHECKPOINT, KT_DIR, KT_STATUS_FILE, KT_TRIAL_PREFIX, LAST_CHECKPOINT, METRIC, RESULT_FILE, read_result_lines,
 )
 from nuclei_search.lock import writer_lock
-from search.experiment import (
+from nuclei_search.search.experiment import (
     SearchOptions, check_space, claim, effective_space, find_experiment, local_dir, save_metadata,
 )
-from search.space import SearchSpace
-from search.summary import SearchSummary
+from nuclei_search.search.space import SearchSpace
+from nuclei_search.search.summary import SearchSummary
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def trial_folder(experiment: Path, trial_id: str) -> Path:
 def _make_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, overwrite: bool, progress: bool):
     import keras_tuner as kt
 
-    from models.train import TrainState, train, write_history_csv
+    from nuclei_search.models.train import TrainState, train, write_history_csv
 
     objective = kt.Objective(METRIC, direction="max")
     epochs = int(space.fixed.get("epochs") or 10)

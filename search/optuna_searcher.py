@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from search.experiment import STUDY_FILE
+from nuclei_search.search.experiment import STUDY_FILE
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import logging
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
 
-from search.space import REFIT_EPOCHS, REFIT_OF
+from nuclei_search.search.space import REFIT_EPOCHS, REFIT_OF
 
 log = logging.getLogger(__name__)
 

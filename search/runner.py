@@ -16,7 +16,7 @@ from pathlib import Path
 from nuclei_search.contract import METRIC, MODE, RANK_METRIC, STUDY_FILE, TIME_ATTR
 from nuclei_search.errors import ConfigError, ExperimentError
 from nuclei_search.lock import writer_lock
-from search.experiment import (
+from nuclei_search.search.experiment import (
     SearchOptions,
     check_space,
     effective_space,
@@ -29,8 +29,8 @@ from search.experiment import (
     save_metadata,
     storage_root,
 )
-from search.space import SearchSpace
-from search.summary import SearchSummary
+from nuclei_search.search.space import SearchSpace
+from nuclei_search.search.summary import SearchSummary
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path)
     if options.searcher == "optuna":
         from ray.tune.search import ConcurrencyLimiter
 
-        from search.optuna_searcher import ReconciledOptunaSearch, make_sampler, study_storage
+        from nuclei_search.search.optuna_searcher import ReconciledOptunaSearch, make_sampler, study_storage
 
         searcher = ReconciledOptunaSearch(
             space=space.define_by_run,
@@ -70,7 +70,7 @@ def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path)
         )
         searcher = ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
         if options.refit_top:
-            from search.refit import RefitStage
+            from nuclei_search.search.refit import RefitStage
 
             searcher = RefitStage(searcher, explore=options.num_samples, top_k=options.refit_top,
                                   epochs=options.refit_epochs or max_epochs(space))
@@ -87,7 +87,7 @@ def build_scheduler(options: SearchOptions, epochs: int):
     """Ray's scheduler; with a refit stage, the variant that lets refit trials run their full length."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
-    from search.refit import RefitASHA, RefitMedianStoppingRule
+    from nuclei_search.search.refit import RefitASHA, RefitMedianStoppingRule
 
     asha, median = (RefitASHA, RefitMedianStoppingRule) if options.refit_top else (ASHAScheduler, MedianStoppingRule)
     if options.scheduler == "asha":
@@ -106,7 +106,7 @@ def build_trainable(options: SearchOptions, space: SearchSpace, function=None):
     config dict, space_source=, space_text=), e.g. for benchmarks of the search layer."""
     from ray import tune
 
-    from search.trainable import train_unet
+    from nuclei_search.search.trainable import train_unet
 
     trainable = tune.with_parameters(function or train_unet, space_source=options.space, space_text=space.to_yaml())
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
@@ -121,7 +121,7 @@ def _run_config(options: SearchOptions, space: SearchSpace, progress: bool, verb
 
     callbacks = list(callbacks or [])
     if progress and not verbose:
-        from search.console import SearchConsole
+        from nuclei_search.search.console import SearchConsole
 
         callbacks.append(SearchConsole(options.name, total=options.num_samples + options.refit_top,
                                        max_epochs=max_epochs(space), concurrency=options.max_concurrent,
@@ -142,7 +142,7 @@ def _run_config(options: SearchOptions, space: SearchSpace, progress: bool, verb
 def _prepare_data(space: SearchSpace, options: SearchOptions, progress: bool) -> str:
     """Prepare the data once in the driver, so parallel trials on this machine only read the cache;
     returns the prepared data's fingerprint."""
-    from data_pipeline.preprocess import prepare
+    from nuclei_search.data_pipeline.preprocess import prepare
 
     config = space.resolve(space.corner_samples()[0])
     return prepare(config.data, cache_dir=config.cache_dir, progress=progress).fingerprint
@@ -161,7 +161,7 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
     """
     options.validate()
     if options.engine == "keras-tuner":
-        from search.keras_tuner_engine import run_keras_tuner
+        from nuclei_search.search.keras_tuner_engine import run_keras_tuner
 
         if callbacks or stop is not None:
             raise ConfigError("Ray Tune callbacks and stopping criteria need --engine ray")
@@ -174,7 +174,7 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
     remote = remote_dir(options.storage, options.name)
     fingerprint = earlier = None
     if options.warm_start:  # read before anything is created: a bad reference changes nothing
-        from search.warm_start import earlier_trials
+        from nuclei_search.search.warm_start import earlier_trials
 
         fingerprint = _prepare_data(space, options, progress)
         earlier = earlier_trials(space, fingerprint, options.warm_start, options.storage)
@@ -184,11 +184,11 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
             fingerprint = _prepare_data(space, options, progress)
         save_metadata(experiment, options, space.to_yaml(), remote, data_fingerprint=fingerprint)
         if earlier:
-            from search.optuna_searcher import study_storage
-            from search.warm_start import warm_start_study
+            from nuclei_search.search.optuna_searcher import study_storage
+            from nuclei_search.search.warm_start import warm_start_study
 
             warm_start_study(study_storage(experiment), options.name, earlier)
-        from cluster.runtime import connect
+        from nuclei_search.cluster.runtime import connect
 
         connect(options.address, log_to_driver=verbose)
         tuner = _new_tuner(options, space, experiment, trainable,
@@ -229,12 +229,12 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
     """Continue an interrupted search: finished trials are kept, unfinished ones continue.
 
     Refused while another process writes the experiment, and when its space.yaml was edited."""
-    from cluster.runtime import connect
+    from nuclei_search.cluster.runtime import connect
 
     experiment = find_experiment(ref, storage, results=False)
     options = load_options(experiment)
     if options.engine == "keras-tuner":
-        from search.keras_tuner_engine import run_keras_tuner
+        from nuclei_search.search.keras_tuner_engine import run_keras_tuner
 
         return run_keras_tuner(options, overwrite=False, progress=progress, resume=True)
     with writer_lock(experiment, "experiment"):
@@ -262,7 +262,7 @@ def _restorable(experiment: Path, options: SearchOptions) -> str:
     if not tune.Tuner.can_restore(ray_dir):
         raise ExperimentError(f"experiment {experiment} has no Ray Tune state to resume (it never started?)")
     if remote is None:
-        from search.checkpoint_repair import repair_missing_checkpoints
+        from nuclei_search.search.checkpoint_repair import repair_missing_checkpoints
 
         repair_missing_checkpoints(experiment)
     return ray_dir
@@ -277,12 +277,12 @@ def _fit(tuner, options: SearchOptions, experiment: Path, verbose: bool) -> Sear
     grid = tuner.fit()
     wall = time.perf_counter() - started
     if options.searcher == "optuna":
-        from search.optuna_searcher import close_orphans, study_storage
+        from nuclei_search.search.optuna_searcher import close_orphans, study_storage
 
         close_orphans(study_storage(experiment), options.name)
         remote = remote_dir(options.storage, options.name)
         if remote is not None:  # a copy of the study beside Ray's experiment (the live one stays here)
-            from cluster.storage import upload_sqlite
+            from nuclei_search.cluster.storage import upload_sqlite
 
             upload_sqlite(experiment / STUDY_FILE, remote)
     results = list(grid)

@@ -408,7 +408,7 @@ def _parse_param(name: str, spec: Any, earlier: list[Param], hyper: set[str], wh
     if name not in hyper and name != VARIANT_PARAM:
         raise fail("unknown param (not a TrialConfig field)")
     if not isinstance(spec, dict):
-        raise fail(f"expected a mapping like {{choice: [...]}} or {{loguniform: [low, high]}}")
+        raise fail("expected a mapping like {choice: [...]} or {loguniform: [low, high]}")
     kinds = [k for k in spec if k in KINDS]
     extra = [k for k in spec if k not in KINDS + ("when", "step", "log")]
     if len(kinds) != 1 or extra:

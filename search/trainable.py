@@ -88,8 +88,8 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
     from nuclei_search.quiet import import_tensorflow
 
     import_tensorflow()  # TensorFlow's start-up lines stay out of the trial's log (TF_CPP_MIN_LOG_LEVEL=3)
-    from models.train import train
-    from search.space import SearchSpace
+    from nuclei_search.models.train import train
+    from nuclei_search.search.space import SearchSpace
 
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", THREAD_TIMEOUT_S)
     space = SearchSpace.from_text(space_text, source=space_source or "<space>")
@@ -108,7 +108,7 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
     def run(resume_from: str | None) -> None:
         start = {"time": time.time(), "resumed_from_epoch": None, **placement}
         if resume_from:
-            from models.train import TrainState
+            from nuclei_search.models.train import TrainState
 
             start["resumed_from_epoch"] = TrainState.load(resume_from).epoch
         _record_start(start)

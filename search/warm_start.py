@@ -23,8 +23,8 @@ import optuna
 
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError, ExperimentError
-from search.experiment import EXPERIMENT_FILE, SPACE_FILE, STUDY_FILE, find_experiment, load_options
-from search.space import EFFICIENTNET, VARIANT_PARAM, SearchSpace
+from nuclei_search.search.experiment import EXPERIMENT_FILE, SPACE_FILE, STUDY_FILE, find_experiment, load_options
+from nuclei_search.search.space import EFFICIENTNET, VARIANT_PARAM, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def experiment_fingerprint(experiment: Path, space: SearchSpace) -> str | None:
     recorded = json.loads((experiment / EXPERIMENT_FILE).read_text()).get("data_fingerprint")
     if recorded:
         return str(recorded)
-    from data_pipeline.preprocess import prepare
+    from nuclei_search.data_pipeline.preprocess import prepare
     from nuclei_search.errors import NucleiSearchError
 
     config = space.resolve(space.corner_samples()[0])

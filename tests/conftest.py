@@ -19,7 +19,7 @@ def dsb2018_zip() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_folder(tmp_path_factory) -> Path:
     """A 12-image synthetic dataset in Kaggle layout (treat as read-only; copy to modify)."""
-    from data_pipeline.synthetic import generate_dataset
+    from nuclei_search.data_pipeline.synthetic import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("synthetic") / "stage1_train", n_images=12, seed=0)
 
@@ -36,7 +36,7 @@ def local_ray():
     stays in Ray's log files: printed late, it would land in a later test's captured stderr."""
     import ray
 
-    from cluster.runtime import connect
+    from nuclei_search.cluster.runtime import connect
 
     ray.shutdown()
     connect(None, num_cpus=2, log_to_driver=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ray import tune
 
-from search.checkpoint_repair import recorded_checkpoints
+from nuclei_search.search.checkpoint_repair import recorded_checkpoints
 
 
 class KillDriverWhenStateNamesDeletedCheckpoint(tune.Callback):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import zipfile
 
-from models.train import MODEL_FILE, STATE_FILE
-from search.checkpoint_repair import complete_checkpoint, surviving_checkpoint
+from nuclei_search.models.train import MODEL_FILE, STATE_FILE
+from nuclei_search.search.checkpoint_repair import complete_checkpoint, surviving_checkpoint
 
 
 def _checkpoint(folder, epoch, truncate=False):

@@ -15,7 +15,7 @@ import pytest
 import ray
 import yaml
 
-from cluster.launcher import launcher_command, validate_launcher_config
+from nuclei_search.cluster.launcher import launcher_command, validate_launcher_config
 from nuclei_search.cli import main
 from nuclei_search.errors import ConfigError
 

@@ -12,7 +12,7 @@ def test_storage_helpers_on_a_uri(tmp_path):
     """cluster.storage through pyarrow's filesystem behind a URI (`local://`: no cloud contacted)."""
     import sqlite3
 
-    from cluster import storage as store
+    from nuclei_search.cluster import storage as store
 
     bucket = tmp_path / "bucket"
     experiment = store.join(f"local://{bucket}/x/", "exp")

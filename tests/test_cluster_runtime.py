@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.runtime import (
-    PROJECT_PACKAGES,
+from nuclei_search.cluster.runtime import (
+    SUBPACKAGES,
     RayAddress,
     parse_address,
     project_runtime_env,
@@ -59,9 +59,20 @@ def test_bad_addresses_are_config_errors(no_ray_address, bad):
 
 def test_runtime_env_ships_every_project_package():
     env = project_runtime_env()
-    folders = [Path(p) for p in env["py_modules"]]
-    assert [f.name for f in folders] == list(PROJECT_PACKAGES)
-    assert all((f / "__init__.py").is_file() for f in folders)
+    [package] = [Path(p) for p in env["py_modules"]]  # one folder: the installed layout
+    assert package.name == "nuclei_search" and (package / "__init__.py").is_file()
+    assert all((package / name / "__init__.py").is_file() for name in SUBPACKAGES)
+    assert (package / "search" / "spaces" / "quick.yaml").is_file() and (package / "cli" / "__init__.py").is_file()
+    assert not list(package.rglob("__pycache__"))
+    # a worker given only that folder imports the subpackages from it, not from this checkout
+    import subprocess
+    import sys
+
+    code = "import nuclei_search.models as m, nuclei_search.search as s, nuclei_search.cli as c; print(m.__file__, s.__file__, c.__file__)"
+    where = subprocess.run([sys.executable, "-S", "-c", code], cwd=package.parent, capture_output=True,  # -S: no site
+                           text=True, timeout=120, env={"PYTHONPATH": str(package.parent), "PATH": "/usr/bin:/bin"})
+    assert where.returncode == 0, where.stderr[-2000:]
+    assert all(line.startswith(str(package)) for line in where.stdout.split())
     assert env["env_vars"]["TF_CPP_MIN_LOG_LEVEL"] == "3"
     assert env["env_vars"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
     assert "__pycache__" in env["excludes"]

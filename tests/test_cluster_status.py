@@ -20,8 +20,8 @@ import time
 import pytest
 import ray
 
-from cluster.runtime import ClusterConnectionError, connect, connected, disconnect
-from cluster.status import cluster_status, format_table
+from nuclei_search.cluster.runtime import ClusterConnectionError, connect, connected, disconnect
+from nuclei_search.cluster.status import cluster_status, format_table
 from nuclei_search.cli import main
 
 LOOPBACK = "127.0.0.1"
@@ -153,7 +153,7 @@ def test_cli_status_json_and_table(three_nodes, capsys, no_ray_after):
 
 def test_snapshot_task_runs_on_the_cluster_without_project_code(three_nodes, no_ray_after, monkeypatch, tmp_path):
     """The Ray Client route takes its snapshot in a task; that task must not need this project."""
-    from cluster.status import _make_collector, summarize
+    from nuclei_search.cluster.status import _make_collector, summarize
 
     monkeypatch.chdir(tmp_path)  # workers cannot import the checkout through the driver's cwd
     connect(three_nodes.address, ship_code=False)
@@ -166,7 +166,7 @@ def test_snapshot_task_runs_on_the_cluster_without_project_code(three_nodes, no_
 
 
 def test_connect_ships_the_project_code(three_nodes, no_ray_after, monkeypatch, tmp_path):
-    import cluster.runtime as runtime_module
+    import nuclei_search.cluster.runtime as runtime_module
 
     # Ray puts the driver's working directory first on a local worker's sys.path; a
     # driver started elsewhere than the checkout shows what a remote node imports.
@@ -176,10 +176,10 @@ def test_connect_ships_the_project_code(three_nodes, no_ray_after, monkeypatch, 
 
     @ray.remote(num_cpus=0, resources={"worker_b": 0.01})
     def where_is_the_code():
-        import cluster.runtime
-        import search
+        import nuclei_search.cluster.runtime as runtime
+        import nuclei_search.search as search
 
-        return (cluster.runtime.__file__, search.__file__, os.environ.get("TF_CPP_MIN_LOG_LEVEL"),
+        return (runtime.__file__, search.__file__, os.environ.get("TF_CPP_MIN_LOG_LEVEL"),
                 ray.get_runtime_context().get_node_id())
 
     runtime_file, search_file, tf_level, node = ray.get(where_is_the_code.remote(), timeout=60)
@@ -250,7 +250,7 @@ def test_bad_addresses_fail_with_one_clear_error():
 
 
 def test_trial_resources_drop_placement_group_names():
-    from cluster.status import _trial_resources
+    from nuclei_search.cluster.status import _trial_resources
 
     pg = "dc800efd8a30fe0fb0479e88d64102000000"
     required = {f"CPU_group_0_{pg}": 2, f"CPU_group_{pg}": 2, f"GPU_group_0_{pg}": 0.5,

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline.augment import POLICIES, normalize_image, normalize_image_tf
-from data_pipeline.loader import make_train_dataset, steps_per_epoch, val_arrays
-from data_pipeline.preprocess import prepare
+from nuclei_search.data_pipeline.augment import POLICIES, normalize_image, normalize_image_tf
+from nuclei_search.data_pipeline.loader import make_train_dataset, steps_per_epoch, val_arrays
+from nuclei_search.data_pipeline.preprocess import prepare
 from nuclei_search.config import TrialConfig
 
 SIZE = 32
@@ -131,7 +131,7 @@ def test_stain_policy_recolours_and_inverts_but_keeps_the_target():
     """`stain`: a grey image comes out tinted (channels differ) in some crops and inverted
     (dark nuclei on light) in others; `light` never changes the colour balance; targets move
     only with the flips/rotations both policies share."""
-    from data_pipeline.augment import augment_pair
+    from nuclei_search.data_pipeline.augment import augment_pair
 
     yy, xx = np.mgrid[:SIZE, :SIZE]
     nucleus = ((yy - 16) ** 2 + (xx - 16) ** 2 < 36).astype(np.float32)

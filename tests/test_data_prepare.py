@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipeline.preprocess import PreparedDataset, prepare
-from data_pipeline.sources import open_source
+from nuclei_search.data_pipeline.preprocess import PreparedDataset, prepare
+from nuclei_search.data_pipeline.sources import open_source
 from nuclei_search.cli import main
 from nuclei_search.errors import DataError
 

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipeline.cache import default_cache_dir, resolve_cache_dir
-from data_pipeline.fingerprint import describe, source_fingerprint
-from data_pipeline.images import decode_image
-from data_pipeline.sources import open_source, safe_extract
+from nuclei_search.data_pipeline.cache import default_cache_dir, resolve_cache_dir
+from nuclei_search.data_pipeline.fingerprint import describe, source_fingerprint
+from nuclei_search.data_pipeline.images import decode_image
+from nuclei_search.data_pipeline.sources import open_source, safe_extract
 from nuclei_search.cli import main
 from nuclei_search.errors import DataError
 

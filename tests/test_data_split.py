@@ -2,7 +2,7 @@
 
 import pytest
 
-from data_pipeline.split import train_val_split
+from nuclei_search.data_pipeline.split import train_val_split
 from nuclei_search.errors import ConfigError
 
 IDS = [f"img{i:02d}" for i in range(30)]

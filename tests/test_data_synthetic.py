@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.preprocess import image_type
-from data_pipeline.sources import open_source
-from data_pipeline.synthetic import IMAGE_TYPES, generate_dataset, image_kind
-from data_pipeline.targets import touching_borders
+from nuclei_search.data_pipeline.preprocess import image_type
+from nuclei_search.data_pipeline.sources import open_source
+from nuclei_search.data_pipeline.synthetic import IMAGE_TYPES, generate_dataset, image_kind
+from nuclei_search.data_pipeline.targets import touching_borders
 
 
 def tree_digest(root: Path) -> str:

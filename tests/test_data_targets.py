@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data_pipeline.targets import boundary_map, labels_from_masks, semantic_mask, touching_borders
+from nuclei_search.data_pipeline.targets import boundary_map, labels_from_masks, semantic_mask, touching_borders
 
 
 def square(shape, y0, y1, x0, x1):

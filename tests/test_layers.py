@@ -1,7 +1,7 @@
 """The package's layers only point down, and no two modules import each other.
 
 CLI → results → search → cluster → models → data_pipeline → nuclei_search (config,
-contract, errors, lock, outputs): every import of a project module (function-level
+contract, errors, lock, outputs), all installed under `nuclei_search`: every import of a project module (function-level
 imports included) goes to the same layer or a lower one, and the module graph has no
 cycle. Read from the sources with `ast`, nothing imported.
 """
@@ -12,35 +12,48 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The repository's folders, bottom layer first; installed as nuclei_search.<folder> (pyproject.toml).
 PACKAGES = ("nuclei_search", "data_pipeline", "models", "cluster", "search", "results")
 TOP = ("nuclei_search.cli", "nuclei_search.__main__")
+
+
+def module_name(path: Path) -> str:
+    """The installed name of a source file: nuclei_search/x.py -> nuclei_search.x, models/x.py -> nuclei_search.models.x."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    prefix = () if parts[0] == "nuclei_search" else ("nuclei_search",)
+    return ".".join(prefix + parts).removesuffix(".__init__")
 
 
 def layer(module: str) -> int:
     if module.startswith(TOP):
         return len(PACKAGES)
-    return PACKAGES.index(module.split(".")[0])
+    part = module.split(".")[1] if "." in module else ""
+    return PACKAGES.index(part) if part in PACKAGES else 0
+
+
+def project_imports(path: Path) -> list[str]:
+    """Every module name an import statement of `path` names (function-level imports included)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return found
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-            modules[name] = path
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                found = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            targets |= {f for f in found if f in modules and f != name}
-        graph[name] = targets
-    return graph
+    modules = {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    return {name: {f for f in project_imports(path) if f in modules and f != name} for name, path in modules.items()}
+
+
+def test_the_installed_names_are_all_under_nuclei_search():
+    """No source, benchmark or test imports a bare `models`, `search`... (they would collide with a
+    user's own packages of those names; an install has only `nuclei_search`)."""
+    bare = sorted(f"{path.relative_to(ROOT)}: {name}"
+                  for folder in PACKAGES + ("benchmarks", "tests") for path in (ROOT / folder).rglob("*.py")
+                  for name in project_imports(path) if name.split(".")[0] in PACKAGES[1:])
+    assert not bare, "imports of a bare top-level name: " + ", ".join(bare)
 
 
 def test_imports_only_point_down():

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.backbones import (
+from nuclei_search.models.backbones import (
     BACKBONES,
     STRIDES,
     backbone_names,
@@ -15,7 +15,7 @@ from models.backbones import (
     skip_strides,
     truncate_backbone,
 )
-from models.layers import CaffePreprocess, preprocessing_layer
+from nuclei_search.models.layers import CaffePreprocess, preprocessing_layer
 from nuclei_search.config import BACKBONES as CONFIG_BACKBONES
 from nuclei_search.errors import ConfigError
 

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from models.losses import LOSSES, get_loss
-from models.metrics import (
+from nuclei_search.models.losses import LOSSES, get_loss
+from nuclei_search.models.metrics import (
     DiceScore,
     ForegroundIoU,
     PixelIoUAccumulator,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from skimage.morphology import h_maxima
 
-from models.metrics import kaggle_ap
-from models.postprocess import h_maxima_mask, instances_from_prediction
+from nuclei_search.models.metrics import kaggle_ap
+from nuclei_search.models.postprocess import h_maxima_mask, instances_from_prediction
 from nuclei_search.errors import ConfigError
 
 

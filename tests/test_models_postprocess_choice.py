@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.evaluation import score_predictions
-from models.postprocess import Postprocess
-from models.postprocess_choice import choose_postprocessing
+from nuclei_search.models.evaluation import score_predictions
+from nuclei_search.models.postprocess import Postprocess
+from nuclei_search.models.postprocess_choice import choose_postprocessing
 
 
 def _discs(n=3, shape=(64, 64), r=8, seed=0):
@@ -75,7 +75,7 @@ def test_scores_by_image_type():
 
 def test_test_time_augmentation_is_kept_only_when_it_raises_validation_map():
     from nuclei_search.config import TrialConfig
-    from results.export import choose_for_card
+    from nuclei_search.results.export import choose_for_card
 
     probs, labels = _discs()
     for prob, lab in zip(probs, labels):

@@ -7,10 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from models.inference import GraphPredictor, predict_images
-from models.precision import cpu_has_bf16, dtype_policy, policy_name
-from models.train import compile_model, execution_steps, train
-from models.unet import build_unet, load_unet
+from nuclei_search.models.inference import GraphPredictor, predict_images
+from nuclei_search.models.precision import cpu_has_bf16, dtype_policy, policy_name
+from nuclei_search.models.train import compile_model, execution_steps, train
+from nuclei_search.models.unet import build_unet, load_unet
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError
 
@@ -104,7 +104,7 @@ def test_graph_predictor_matches_keras_at_any_size_and_is_a_snapshot():
 
 
 def test_precision_is_a_search_dimension():
-    from search.space import SearchSpace
+    from nuclei_search.search.space import SearchSpace
 
     space = SearchSpace.from_text("params:\n  precision:\n    choice: [float32, mixed]\n")
     assert {space.resolve({"precision": p}).precision for p in ("float32", "mixed")} == {"float32", "mixed"}

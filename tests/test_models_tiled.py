@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_pipeline.augment import normalize_image, percentile_bounds, stretch
-from models.inference import GraphPredictor, _pad_to_multiple, _ramp, default_overlap, predict_tiled, tile_layout
-from models.unet import build_unet
+from nuclei_search.data_pipeline.augment import normalize_image, percentile_bounds, stretch
+from nuclei_search.models.inference import GraphPredictor, _pad_to_multiple, _ramp, default_overlap, predict_tiled, tile_layout
+from nuclei_search.models.unet import build_unet
 from nuclei_search.config import TrialConfig
 
 

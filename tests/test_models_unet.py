@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from models.backbones import ENCODER_NAME, backbone_names, skip_strides
-from models.unet import build_unet, encoder_layer, pad_multiple, set_encoder_trainable
-from models.weights import batchnorm_layers
+from nuclei_search.models.backbones import ENCODER_NAME, backbone_names, skip_strides
+from nuclei_search.models.unet import build_unet, encoder_layer, pad_multiple, set_encoder_trainable
+from nuclei_search.models.weights import batchnorm_layers
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError
 

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from models.backbones import get_backbone
-from models.unet import build_unet, encoder_layer
-from models.weights import batchnorm_layers, cached_imagenet_file, host_reachable
+from nuclei_search.models.backbones import get_backbone
+from nuclei_search.models.unet import build_unet, encoder_layer
+from nuclei_search.models.weights import batchnorm_layers, cached_imagenet_file, host_reachable
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError, NucleiSearchError
 

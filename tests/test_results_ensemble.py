@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from results.ensemble import Candidate, greedy_selection, parse_size, pooled_iou, top_k_selection, weighted_mean
+from nuclei_search.results.ensemble import Candidate, greedy_selection, parse_size, pooled_iou, top_k_selection, weighted_mean
 
 
 def _candidates():

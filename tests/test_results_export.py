@@ -10,7 +10,7 @@ import pytest
 
 from nuclei_search.cli import main
 from nuclei_search.config import TrialConfig
-from results.leaderboard import leaderboard
+from nuclei_search.results.leaderboard import leaderboard
 from test_results_support import one_line_error, results_env, tiny_experiment  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -31,11 +31,11 @@ def card(exported) -> dict:
 def test_reloaded_export_reproduces_the_leaderboard_val_iou(exported, card, tiny_experiment):
     import keras
 
-    import models.layers  # noqa: F401  (registers the package's layers, as the card says)
-    from data_pipeline.loader import val_arrays
-    from models.evaluation import evaluate_model
-    from data_pipeline.loader import load_data
-    from models.unet import pad_multiple
+    import nuclei_search.models.layers  # noqa: F401  (registers the package's layers, as the card says)
+    from nuclei_search.data_pipeline.loader import val_arrays
+    from nuclei_search.models.evaluation import evaluate_model
+    from nuclei_search.data_pipeline.loader import load_data
+    from nuclei_search.models.unet import pad_multiple
 
     best = leaderboard(str(tiny_experiment)).iloc[0]
     assert card["trial_id"] == best["id"] and card["experiment"] == tiny_experiment.name
@@ -56,7 +56,7 @@ def test_reloaded_export_reproduces_the_leaderboard_val_iou(exported, card, tiny
 def test_saved_model_serves_the_same_probabilities(exported):
     import tensorflow as tf
 
-    from models.unet import load_unet
+    from nuclei_search.models.unet import load_unet
 
     rng = np.random.default_rng(0)
     x = rng.random((1, 40, 56, 3), dtype=np.float32)  # sides: multiples of the stride 8, not square
@@ -117,7 +117,7 @@ def test_retrain_full_on_a_chosen_trial(tiny_experiment, tmp_path, capsys):
     assert card["verification"] is None  # nothing held out is left to verify on
     assert not (out / "saved_model").exists() and (out / "old.txt").is_file()
 
-    from results.export import load_exported_model
+    from nuclei_search.results.export import load_exported_model
 
     model = load_exported_model(out)
     assert model.predict_on_batch(np.zeros((1, 24, 32, 3), np.float32)).shape == (1, 24, 32, 1)

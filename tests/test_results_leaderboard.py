@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from nuclei_search.cli import main
-from results.leaderboard import compare, format_leaderboard, leaderboard, sort_leaderboard
-from results.trials import load_experiment
+from nuclei_search.results.leaderboard import compare, format_leaderboard, leaderboard, sort_leaderboard
+from nuclei_search.results.trials import load_experiment
 from test_results_support import EPOCHS, MISSING_DATA, one_line_error, results_env, tiny_experiment  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -150,6 +150,6 @@ def test_an_experiment_that_never_started_has_an_empty_leaderboard(tiny_experime
      "TrialDiverged: training loss became nan at epoch 2"),
 ])
 def test_first_error_line(text, line):
-    from results.trials import first_error_line
+    from nuclei_search.results.trials import first_error_line
 
     assert first_error_line(text) == line

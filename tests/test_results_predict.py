@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from nuclei_search.cli import main
-from models.inference import TTA_TRANSFORMS, predict_images, tta_forward, tta_inverse
-from results.predict import Predictor, collect_inputs
-from results.rle import rle_decode
+from nuclei_search.models.inference import TTA_TRANSFORMS, predict_images, tta_forward, tta_inverse
+from nuclei_search.results.predict import Predictor, collect_inputs
+from nuclei_search.results.rle import rle_decode
 from test_results_support import build_export, one_line_error, results_env, tiny_experiment  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -91,7 +91,7 @@ def test_predict_keeps_every_size_and_writes_a_valid_submission(model_dir, image
 
 def test_an_image_without_nuclei_gets_one_empty_row(model_dir, image_dir, tmp_path):
     """A real export whose output layer is set to say 'background' everywhere."""
-    from results.export import load_exported_model
+    from nuclei_search.results.export import load_exported_model
 
     blank = tmp_path / "blank-model"
     shutil.copytree(model_dir, blank)
@@ -108,7 +108,7 @@ def test_an_image_without_nuclei_gets_one_empty_row(model_dir, image_dir, tmp_pa
 
 
 def test_tta_transforms_are_exactly_inverted_and_tiles_keep_the_size(model_dir, image_dir, tmp_path):
-    from data_pipeline.augment import normalize_image
+    from nuclei_search.data_pipeline.augment import normalize_image
 
     x = np.random.default_rng(1).random((5, 7, 2)).astype(np.float32)
     assert len({(k, f) for k, f in TTA_TRANSFORMS}) == 8
@@ -201,7 +201,7 @@ def test_evaluate_on_real_dsb_images(model_dir, dsb2018_zip, capsys):
 
 
 def test_tile_layout_covers_evenly_with_the_overlap_and_little_rework():
-    from models.inference import tile_layout
+    from nuclei_search.models.inference import tile_layout
 
     for length, tile, overlap in [(1392, 512, 32), (1040, 512, 32), (1040, 256, 64), (512, 512, 32), (528, 512, 32)]:
         side, starts = tile_layout(length, tile, overlap, multiple=16)

@@ -116,7 +116,7 @@ def test_report_refuses_a_folder_as_out(tiny_experiment, tmp_path, capsys):
 
 
 def test_report_of_an_experiment_without_trials_says_what_is_missing(tiny_experiment, tmp_path):
-    from results.report import build_report
+    from nuclei_search.results.report import build_report
 
     fresh = tmp_path / "fresh"
     fresh.mkdir()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nuclei_search.errors import DataError
-from results.rle import instance_rles, rle_decode, rle_encode, submission_rows
+from nuclei_search.results.rle import instance_rles, rle_decode, rle_encode, submission_rows
 
 
 def test_hand_made_mask_is_numbered_top_to_bottom_then_left_to_right():

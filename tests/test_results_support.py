@@ -59,8 +59,8 @@ def build_experiment(tmp_path_factory) -> Path:
     space = root / "space.yaml"
     space.write_text(SPACE)
 
-    from search.experiment import SearchOptions
-    from search.runner import run_search
+    from nuclei_search.search.experiment import SearchOptions
+    from nuclei_search.search.runner import run_search
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -95,7 +95,7 @@ def tiny_experiment(results_env, tmp_path_factory) -> Path:
 
 def build_export(tmp_path_factory, experiment: Path, saved_model: bool = False) -> Path:
     """An export of the experiment's best trial, built once per session (per saved_model flag)."""
-    from results.export import export_trial
+    from nuclei_search.results.export import export_trial
 
     out = tmp_path_factory.getbasetemp() / ("results-export-sm" if saved_model else "results-export")
     if (out / "model_card.json").is_file():

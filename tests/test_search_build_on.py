@@ -18,9 +18,9 @@ import pytest
 
 from nuclei_search.cli import main
 from nuclei_search.errors import ConfigError
-from search.experiment import SearchOptions
-from search.runner import run_search
-from search.space import SearchSpace
+from nuclei_search.search.experiment import SearchOptions
+from nuclei_search.search.runner import run_search
+from nuclei_search.search.space import SearchSpace
 from search_helpers import assert_one_line_error, run_cli, snapshot, trial_results
 
 pytestmark = pytest.mark.slow
@@ -94,8 +94,8 @@ def test_start_from_points_are_evaluated_first(searched):
 
 # --------------------------------------------------------------------------- refit
 def test_refit_trains_the_top_configurations_again_as_trials_of_the_experiment(searched, capsys):
-    from results.leaderboard import experiment_frame
-    from results.trials import load_experiment
+    from nuclei_search.results.leaderboard import experiment_frame
+    from nuclei_search.results.trials import load_experiment
 
     _, path = searched
     experiment = load_experiment(path)
@@ -142,7 +142,7 @@ def test_warm_start_adds_the_earlier_trials_that_fit_the_new_space(searched, tmp
     fitting = [t for t in old.trials if t.params["learning_rate"] != 1.0e-6]
     options = SearchOptions(name="warm", space=str(space), num_samples=1, max_concurrent=1,
                             storage=str(root / "exp"), seed=2, warm_start=["known"], max_epochs=1)
-    with caplog.at_level(logging.INFO, logger="search.warm_start"):
+    with caplog.at_level(logging.INFO, logger="nuclei_search.search.warm_start"):
         summary = run_search(options, progress=False)
     assert summary.trials == 1 and summary.errored == 0
     study = optuna.load_study(study_name="warm", storage=f"sqlite:///{summary.experiment / 'optuna.db'}")
@@ -183,7 +183,7 @@ def test_ensemble_of_members_of_different_depths_round_trips(ensemble):
     import keras
     import tensorflow as tf
 
-    import models.layers  # noqa: F401  (registers the package's layers)
+    import nuclei_search.models.layers  # noqa: F401  (registers the package's layers)
 
     out, card = ensemble
     members = card["ensemble"]["members"]
@@ -202,8 +202,8 @@ def test_ensemble_of_members_of_different_depths_round_trips(ensemble):
 
 def test_ensemble_card_scores_are_reproduced_by_evaluate_and_shown_beside_the_best_trial(ensemble, searched,
                                                                                          capsys):
-    from results.leaderboard import ensemble_frame
-    from results.trials import load_experiment
+    from nuclei_search.results.leaderboard import ensemble_frame
+    from nuclei_search.results.trials import load_experiment
 
     out, card = ensemble
     post = card["postprocess"]

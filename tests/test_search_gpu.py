@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import ray
 
-from cluster.runtime import connect
+from nuclei_search.cluster.runtime import connect
 
-from search.experiment import SearchOptions
-from search.runner import run_search
+from nuclei_search.search.experiment import SearchOptions
+from nuclei_search.search.runner import run_search
 from search_helpers import trial_dirs, trial_results, trial_starts, write_space
 
 

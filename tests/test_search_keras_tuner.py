@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from search.experiment import SearchOptions
-from search.runner import run_search
+from nuclei_search.search.experiment import SearchOptions
+from nuclei_search.search.runner import run_search
 from search_helpers import trial_results, write_space
 
 

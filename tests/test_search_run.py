@@ -13,8 +13,8 @@ import optuna
 import pytest
 
 from nuclei_search.cli import main
-from search.experiment import SearchOptions
-from search.runner import run_search
+from nuclei_search.search.experiment import SearchOptions
+from nuclei_search.search.runner import run_search
 from search_helpers import trial_dirs, trial_results, trial_starts, write_space
 
 
@@ -81,7 +81,7 @@ def test_existing_experiment_is_refused_and_untouched(local_ray, tmp_path, capsy
 
 
 def test_relative_data_and_cache_paths_reach_trials_absolute(tmp_path, monkeypatch):
-    from search.runner import effective_space
+    from nuclei_search.search.runner import effective_space
 
     (tmp_path / "data").mkdir()
     space = write_space(tmp_path, epochs=1)
@@ -93,7 +93,7 @@ def test_relative_data_and_cache_paths_reach_trials_absolute(tmp_path, monkeypat
 
 
 def test_grace_period_sets_the_asha_rungs_and_the_median_rule(tmp_path):
-    from search.runner import build_scheduler
+    from nuclei_search.search.runner import build_scheduler
 
     space = str(write_space(tmp_path))
     rungs = lambda options: sorted(milestone for milestone, _ in build_scheduler(options, 32)._brackets[0]._rungs)

@@ -11,7 +11,7 @@ import pytest
 from ray import tune
 
 from nuclei_search.errors import ConfigError
-from search.space import SearchSpace
+from nuclei_search.search.space import SearchSpace
 
 CONDITIONAL = """
 fixed: {image_size: 64, epochs: 2}

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.train import TrainState, train
+from nuclei_search.models.train import TrainState, train
 from nuclei_search.cli import main
 from nuclei_search.config import TrialConfig
 

@@ -39,7 +39,7 @@ def register(sub) -> None:
 
 
 def status_cmd(args: argparse.Namespace) -> int:
-    from cluster.status import cluster_status, format_table
+    from nuclei_search.cluster.status import cluster_status, format_table
 
     status = cluster_status(args.address)
     if args.format == "json":
@@ -50,7 +50,7 @@ def status_cmd(args: argparse.Namespace) -> int:
 
 
 def validate_cmd(args: argparse.Namespace) -> int:
-    from cluster.launcher import validate_launcher_config
+    from nuclei_search.cluster.launcher import validate_launcher_config
 
     prepared = validate_launcher_config(args.config)
     types = prepared["available_node_types"]
@@ -65,6 +65,6 @@ def validate_cmd(args: argparse.Namespace) -> int:
 
 
 def launcher_cmd(args: argparse.Namespace) -> int:
-    from cluster.launcher import run_launcher
+    from nuclei_search.cluster.launcher import run_launcher
 
     return run_launcher(args.action, args.config)

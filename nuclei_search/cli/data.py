@@ -42,9 +42,9 @@ def register(subparsers) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from data_pipeline.fingerprint import describe
-    from data_pipeline.preprocess import find_prepared
-    from data_pipeline.sources import open_source
+    from nuclei_search.data_pipeline.fingerprint import describe
+    from nuclei_search.data_pipeline.preprocess import find_prepared
+    from nuclei_search.data_pipeline.sources import open_source
 
     source = open_source(args.source, cache_dir=args.cache_dir, require_masks=False)
     summary = describe(source)
@@ -83,7 +83,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from data_pipeline.preprocess import prepare
+    from nuclei_search.data_pipeline.preprocess import prepare
 
     start = time.perf_counter()
     try:
@@ -93,7 +93,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:
             raise
-        from data_pipeline.cache import default_cache_dir
+        from nuclei_search.data_pipeline.cache import default_cache_dir
 
         cache = args.cache_dir or default_cache_dir()
         raise DataError(f"cache folder {cache} is not writable ({reason(exc)}) while preparing {args.source}; "

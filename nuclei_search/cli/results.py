@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from results.leaderboard import FORMATS
+from nuclei_search.results.leaderboard import FORMATS
 
 STORAGE_HELP = "storage root the experiments are in (default ./experiments or $NUCLEI_SEARCH_STORAGE)"
 # Columns left out of the terminal table (long paths; the other formats keep them).
@@ -140,7 +140,7 @@ def register_dashboard(sub) -> None:
 
 
 def dashboard_cmd(args: argparse.Namespace) -> int:
-    from results.dashboard import check_host, serve
+    from nuclei_search.results.dashboard import check_host, serve
 
     if not check_host(args.host, args.allow_remote):
         print(f"warning: the dashboard listens on {args.host}: anyone who can reach it sees the experiments",
@@ -190,7 +190,7 @@ NUMERIC = ("val_iou", "val_dice", "val_map", "best_epoch", "epochs_run", "minute
 def _rich_table(frame, title: str, hidden: tuple[str, ...] = ()):
     from rich.table import Table
 
-    from results.leaderboard import display_value
+    from nuclei_search.results.leaderboard import display_value
 
     table = Table(title=title, title_justify="left", header_style="bold")
     columns = [c for c in frame.columns if c not in hidden]
@@ -220,8 +220,8 @@ def _print_table(table) -> None:
 
 
 def leaderboard_cmd(args: argparse.Namespace) -> int:
-    from results.leaderboard import ensemble_frame, experiment_frame, format_leaderboard, sort_leaderboard
-    from results.trials import load_experiment
+    from nuclei_search.results.leaderboard import ensemble_frame, experiment_frame, format_leaderboard, sort_leaderboard
+    from nuclei_search.results.trials import load_experiment
 
     experiment = load_experiment(args.experiment, args.storage)
     frame = sort_leaderboard(experiment_frame(experiment), args.sort, args.top, args.reverse)
@@ -240,7 +240,7 @@ def leaderboard_cmd(args: argparse.Namespace) -> int:
 
 
 def compare_cmd(args: argparse.Namespace) -> int:
-    from results.leaderboard import compare, format_comparison, sort_leaderboard
+    from nuclei_search.results.leaderboard import compare, format_comparison, sort_leaderboard
 
     merged, best = compare(args.experiments, args.storage)
     merged = sort_leaderboard(merged, args.sort, args.top, args.reverse)
@@ -254,7 +254,7 @@ def compare_cmd(args: argparse.Namespace) -> int:
 
 
 def report_cmd(args: argparse.Namespace) -> int:
-    from results.report import build_report
+    from nuclei_search.results.report import build_report
 
     report = build_report(args.experiment, args.out, storage=args.storage, overlay_images=args.images)
     for anchor, why in report.unavailable.items():
@@ -265,7 +265,7 @@ def report_cmd(args: argparse.Namespace) -> int:
 
 
 def export_cmd(args: argparse.Namespace) -> int:
-    from results.export import export_ensemble, export_trial
+    from nuclei_search.results.export import export_ensemble, export_trial
 
     if args.no_postprocess and args.tta is not None:
         from nuclei_search.errors import ConfigError
@@ -324,7 +324,7 @@ def export_cmd(args: argparse.Namespace) -> int:
 def predict_cmd(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from results.predict import Predictor, collect_inputs, predict_to_folder
+    from nuclei_search.results.predict import Predictor, collect_inputs, predict_to_folder
 
     predictor = Predictor.load(args.model)
     images = collect_inputs(args.inputs)
@@ -335,7 +335,7 @@ def predict_cmd(args: argparse.Namespace) -> int:
             postprocess=_postprocess_flags(args),
         )
     print(f"wrote {len(summary.images)} masks to {summary.out}" +
-          (f" (+ instance label maps)" if args.instances else ""))
+          (" (+ instance label maps)" if args.instances else ""))
     if summary.submission:
         print(f"wrote {summary.submission}: {summary.n_instances} instances in {len(summary.images)} images")
     return 0
@@ -344,8 +344,8 @@ def predict_cmd(args: argparse.Namespace) -> int:
 def evaluate_cmd(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from results.leaderboard import display_value
-    from results.predict import evaluate_model_dir
+    from nuclei_search.results.leaderboard import display_value
+    from nuclei_search.results.predict import evaluate_model_dir
 
     bar = tqdm(desc="evaluate", unit="img", disable=args.quiet, file=sys.stderr)
     try:

@@ -6,11 +6,11 @@ import argparse
 import time
 from importlib import resources
 
-from search.experiment import ENGINES, KT_TUNERS, SCHEDULERS, SEARCHERS, SearchOptions
+from nuclei_search.search.experiment import ENGINES, KT_TUNERS, SCHEDULERS, SEARCHERS, SearchOptions
 
 
 def quick_space() -> str:
-    return str(resources.files("search") / "spaces" / "quick.yaml")
+    return str(resources.files("nuclei_search.search") / "spaces" / "quick.yaml")
 
 
 def register(sub) -> None:
@@ -98,7 +98,7 @@ def _quiet_libraries(args: argparse.Namespace) -> None:
 
 
 def run_cmd(args: argparse.Namespace) -> int:
-    from search.runner import resume_search, run_search
+    from nuclei_search.search.runner import resume_search, run_search
 
     _quiet_libraries(args)
 
@@ -125,7 +125,7 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 
 def resume_cmd(args: argparse.Namespace) -> int:
-    from search.runner import resume_search
+    from nuclei_search.search.runner import resume_search
 
     _quiet_libraries(args)
 

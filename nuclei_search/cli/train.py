@@ -55,9 +55,9 @@ def register(sub) -> None:
 def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     prepare_output_dir(args.out, args.overwrite, OUTPUT_FILES)  # before TensorFlow loads: fails in a second
-    from models.train import train_to_folder
+    from nuclei_search.models.train import train_to_folder
 
-    from results.export import train_card, write_card
+    from nuclei_search.results.export import train_card, write_card
 
     try:
         result = train_to_folder(config, args.out, cpus=args.cpus, progress=not args.quiet)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from data_pipeline.preprocess import IMAGE_TYPES
-from results.plots import PlotUnavailable
-from results.trials import Experiment
+from nuclei_search.data_pipeline.preprocess import IMAGE_TYPES
+from nuclei_search.results.plots import PlotUnavailable
+from nuclei_search.results.trials import Experiment
 
 
 def iou_by_type(experiment: Experiment, metric: str = "iou", top: int = 6):

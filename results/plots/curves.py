@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from results.plots import PlotUnavailable
-from results.trials import Experiment
+from nuclei_search.results.plots import PlotUnavailable
+from nuclei_search.results.trials import Experiment
 
 
 def learning_curves(experiment: Experiment, metric: str = "val_iou"):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import warnings
 
 from nuclei_search.contract import METRIC
-from results.plots import PlotUnavailable
-from results.trials import Experiment
+from nuclei_search.results.plots import PlotUnavailable
+from nuclei_search.results.trials import Experiment
 
 
 

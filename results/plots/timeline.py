@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from results.plots import PlotUnavailable
-from results.trials import Experiment
+from nuclei_search.results.plots import PlotUnavailable
+from nuclei_search.results.trials import Experiment
 
 
 def _time(stamp: float) -> dt.datetime:

@@ -46,7 +46,7 @@ def test_kaggle_http_errors_map_to_one_clear_line(status, needle):
     """An HTTP error whose text holds the key (as some proxies echo it) becomes one line without it."""
     import requests
 
-    from data_pipeline.download import download_error
+    from nuclei_search.data_pipeline.download import download_error
     from nuclei_search.errors import NucleiSearchError
 
     response = requests.Response()

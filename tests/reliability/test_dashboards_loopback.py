@@ -20,7 +20,7 @@ import pytest
 import ray
 import yaml
 
-from cluster.runtime import connect, connected
+from nuclei_search.cluster.runtime import connect, connected
 from search_helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -152,7 +152,7 @@ def test_kill_between_checkpoint_deletion_and_state_save_is_repaired_on_resume(t
     saving (tests/driver_crash.py), so the saved state names a deleted checkpoint. Without
     the repair Ray fails that trial on resume ("does not exist on storage anymore"); with it,
     the trial continues from its newest surviving checkpoint and nothing is trained twice."""
-    from search.checkpoint_repair import recorded_checkpoints
+    from nuclei_search.search.checkpoint_repair import recorded_checkpoints
 
     tests_dir = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONUNBUFFERED="1",
@@ -162,8 +162,8 @@ def test_kill_between_checkpoint_deletion_and_state_save_is_repaired_on_resume(t
     experiment = storage / "window"
     driver = f"""
 from driver_crash import KillDriverWhenStateNamesDeletedCheckpoint
-from search.experiment import SearchOptions
-from search.runner import run_search
+from nuclei_search.search.experiment import SearchOptions
+from nuclei_search.search.runner import run_search
 run_search(SearchOptions(name="window", space={str(space)!r}, num_samples=2, max_concurrent=2,
                          storage={str(storage)!r}, seed=1, scheduler="none"), progress=False,
            callbacks=[KillDriverWhenStateNamesDeletedCheckpoint({str(experiment)!r}, {str(marker)!r})])

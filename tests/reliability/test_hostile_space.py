@@ -12,7 +12,7 @@ import re
 import pytest
 
 from nuclei_search.errors import ConfigError
-from search.space import SearchSpace
+from nuclei_search.search.space import SearchSpace
 from search_helpers import assert_one_line_error, run_cli
 
 

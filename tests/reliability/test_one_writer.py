@@ -170,7 +170,7 @@ def test_resume_after_space_yaml_was_edited_is_refused_with_a_summary_and_the_wa
         assert snapshot(experiment) == before, line
         # comments, spacing and key order are not a change
         space_file.write_text("# a note\n" + original.replace("\n", "\n\n"))
-        from search.experiment import check_space, load_options
+        from nuclei_search.search.experiment import check_space, load_options
 
         assert check_space(experiment, load_options(experiment))
     finally:

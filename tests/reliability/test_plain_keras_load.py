@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
-from results.predict import Predictor
+from nuclei_search.results.predict import Predictor
 from test_results_support import build_export, results_env, tiny_experiment  # noqa: F401
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-PROJECT_PACKAGES = ("models", "data_pipeline", "nuclei_search", "results", "search", "cluster")
+PROJECT_PACKAGES = ("nuclei_search", "models", "data_pipeline", "results", "search", "cluster")  # and the old names
 
 
 def readme_example() -> str:

@@ -188,7 +188,7 @@ def _kill_point(experiment: Path, worker_ids: dict[str, str]) -> tuple[str, Path
 
 
 def test_search_loses_a_worker_node_and_still_finishes_every_trial(loopback_cluster, tmp_path):
-    from cluster.status import cluster_status
+    from nuclei_search.cluster.status import cluster_status
 
     cluster = loopback_cluster
     workers = cluster.workers
