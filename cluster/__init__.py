@@ -3,6 +3,6 @@
 `cluster.runtime.connect` is what the search driver calls; `cluster.status` backs
 `nuclei-search cluster status`; `cluster.launcher` checks the launcher YAMLs beside this
 file. The deployment files (aws-gpu.yaml, gcp-gpu.yaml, kuberay.yaml, kuberay-job.yaml,
-Dockerfile) and README.md ("From laptop to GPU cluster") live here too. Nothing here
+Dockerfile) live here too; the guide is docs/cluster.md. Nothing here
 imports Ray at import time.
 """

@@ -1,6 +1,6 @@
-"""Reliability matrix: an export loads and predicts with Keras alone, as the README shows.
+"""Reliability matrix: an export loads and predicts with Keras alone, as the user guide shows.
 
-The README's plain-Keras example is cut out of README.md and run in a fresh Python process
+The guide's plain-Keras example is cut out of docs/guide.md and run in a fresh Python process
 in which the project's packages cannot be imported; its mask must equal `predict --no-tta`'s.
 """
 
@@ -18,14 +18,14 @@ import pytest
 from nuclei_search.results.predict import Predictor
 from test_results_support import build_export, results_env, tiny_experiment  # noqa: F401
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
 PROJECT_PACKAGES = ("nuclei_search", "models", "data_pipeline", "results", "search", "cluster")  # and the old names
 
 
 def readme_example() -> str:
-    text = README.read_text()
+    text = GUIDE.read_text()
     block = re.search(r"<!-- plain-keras-example -->\s*```python\n(.*?)```\s*<!-- /plain-keras-example -->", text, re.S)
-    assert block, "README.md lost its plain-Keras example"
+    assert block, "docs/guide.md lost its plain-Keras example"
     return block.group(1)
 
 
