@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from nuclei_search.errors import ConfigError
+from nuclei_search.internals import RAY_AUTOSCALER_UTIL_LOGGER, prepare_launcher_config
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,11 @@ def validate_launcher_config(config: dict | str | Path) -> dict:
     except jsonschema.ValidationError as exc:
         raise _schema_error(where, exc) from None
 
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
-    ray_util_log = logging.getLogger("ray.autoscaler._private.util")
+    ray_util_log = logging.getLogger(RAY_AUTOSCALER_UTIL_LOGGER)
     level = ray_util_log.level
     ray_util_log.setLevel(logging.WARNING)  # its INFO lines are about defaults we set on purpose
     try:
-        prepared = prepare_config(raw)
-        validate_config(prepared)
+        prepared = prepare_launcher_config(raw)
     except jsonschema.ValidationError as exc:
         raise _schema_error(where, exc) from None
     except (ValueError, KeyError, RuntimeError, AssertionError) as exc:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterator
 
 from nuclei_search.errors import ConfigError, NucleiSearchError
+from nuclei_search.internals import RAY_TOKEN_AUTH_LOGGER, keep_ray_on_loopback, ray_address_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +143,7 @@ def _resolve_auto() -> RayAddress:
         resolved = parse_address(env)
         return RayAddress(resolved.kind, f"auto (RAY_ADDRESS={env})", resolved.host, resolved.port)
     try:  # Ray's own lookup: /tmp/ray/ray_current_cluster, then running GCS processes
-        from ray._private.services import get_ray_address_from_environment
-
-        found = get_ray_address_from_environment("auto", None)
+        found = ray_address_from_environment()
     except ConnectionError:
         raise ClusterConnectionError(no_cluster_message(
             "auto", "no $RAY_ADDRESS and no cluster started with `ray start` on this machine")) from None
@@ -218,10 +217,7 @@ def keep_local_ray_on_loopback() -> None:
     variable is read when ray is imported, so the constant is set too, and the variable
     is inherited by the raylet and every worker.
     """
-    import ray._private.ray_constants as ray_constants
-
-    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    keep_ray_on_loopback()
 
 
 class _TokenAuthNotice(logging.Filter):
@@ -271,7 +267,7 @@ def connect(
         keep_local_ray_on_loopback()
         # Ray turns token authentication on for a new local cluster (good) and says so on every
         # start (a line the user cannot act on): the setting stays, the line goes
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TokenAuthNotice())
+        logging.getLogger(RAY_TOKEN_AUTH_LOGGER).addFilter(_TokenAuthNotice())
         ray.init(**kwargs)
         return
 

@@ -27,6 +27,7 @@ import zipfile
 from pathlib import Path
 
 from nuclei_search.contract import MODEL_FILE, RANK_METRIC, RAY_STATE_PATTERN, STATE_FILE, read_result_lines
+from nuclei_search.internals import replace_latest_checkpoint, saved_trial_state, saved_trials, training_result
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +75,6 @@ def surviving_checkpoint(trial_dir: Path, after: int) -> tuple[Path, int, dict] 
     return None
 
 
-def _load_trials(state: dict):
-    """(position, Trial with its run metadata, latest recorded checkpoint result) per trial in a state."""
-    from ray.tune.experiment.trial import Trial
-
-    for position, (trial_json, metadata_json) in enumerate(state.get("trial_data", [])):
-        trial = Trial.from_json_state(trial_json, stub=True)  # no trainable registered in this process
-        trial.stub = bool(json.loads(trial_json).get("stub", False))  # written back as it was
-        trial.restore_run_metadata(metadata_json)
-        manager = trial.run_metadata.checkpoint_manager
-        latest = manager.latest_checkpoint_result if manager is not None else None
-        if latest is not None and latest.checkpoint is not None:
-            yield position, trial, latest
-
-
 def _in_experiment(experiment: Path, checkpoint_path: str) -> Path:
     recorded = Path(checkpoint_path)
     return experiment / recorded.parent.name / recorded.name  # the experiment folder may have moved
@@ -97,7 +84,7 @@ def recorded_checkpoints(experiment: Path) -> dict[str, Path]:
     """Trial folder name -> the latest checkpoint the newest saved state names."""
     newest = newest_state(experiment)
     found = {}
-    for _, _, latest in _load_trials(newest[1]) if newest else ():
+    for _, _, latest in saved_trials(newest[1]) if newest else ():
         path = _in_experiment(experiment, latest.checkpoint.path)
         found[path.parent.name] = path
     return found
@@ -119,15 +106,12 @@ def _log_lost_result(trial_dir: Path, metrics: dict) -> None:
 
 def repair_missing_checkpoints(experiment: Path) -> list[str]:
     """Repair the newest experiment state in place; returns one line per repaired trial."""
-    from ray.train import Checkpoint
-    from ray.train._internal.session import _TrainingResult
-
     newest = newest_state(experiment)
     if newest is None:
         return []
     state_file, state = newest
     repaired: list[str] = []
-    for position, trial, latest in list(_load_trials(state)):
+    for position, trial, latest in list(saved_trials(state)):
         recorded = _in_experiment(experiment, latest.checkpoint.path)
         trial_dir = recorded.parent
         if recorded.is_dir() or _checkpoint_index(recorded) is None:
@@ -138,20 +122,10 @@ def repair_missing_checkpoints(experiment: Path) -> list[str]:
             continue
         folder, index, row = found
         metrics = {**latest.metrics, **row, "training_iteration": index + 1, "checkpoint_dir_name": folder.name}
-        replacement = _TrainingResult(
-            checkpoint=Checkpoint(str(folder), filesystem=latest.checkpoint.filesystem), metrics=metrics
-        )
-        # Forget every record whose folder is gone, then register the survivor as the latest.
-        manager = trial.run_metadata.checkpoint_manager
-        manager._checkpoint_results = [
-            r for r in manager._checkpoint_results if Path(r.checkpoint.path).is_dir()
-        ]
-        manager.register_checkpoint(replacement)
-        trial.run_metadata.last_result = {**trial.run_metadata.last_result, **metrics}
+        # forget every record whose folder is gone, then register the survivor as the latest
+        replace_latest_checkpoint(trial, training_result(folder, latest.checkpoint.filesystem, metrics), index)
         _log_lost_result(trial_dir, metrics)
-        trial.storage.current_checkpoint_index = index  # the next checkpoint is index + 1
-        trial.invalidate_json_state()
-        state["trial_data"][position] = list(trial.get_json_state())
+        state["trial_data"][position] = saved_trial_state(trial)
         repaired.append(f"{trial_dir.name}: {recorded.name} was deleted before Ray saved its state; "
                         f"continuing from {folder.name} (epoch {row.get('epoch', '?')})")
     if repaired:

@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from nuclei_search.internals import completed_trials, finished_in_study
 from nuclei_search.search.experiment import STUDY_FILE
 
 log = logging.getLogger(__name__)
@@ -45,23 +46,22 @@ def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
 class ReconciledOptunaSearch(OptunaSearch):
     """OptunaSearch that tolerates a study ahead of Ray's snapshot (see module doc)."""
 
-    def _finished_in_study(self, trial_id: str) -> bool:
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or self._ot_study is None:
+    def _already_finished(self, trial_id: str) -> bool:
+        """True (and remembered) for a trial the study finished before Ray's snapshot knew it."""
+        done = completed_trials(self)
+        if trial_id in done or not finished_in_study(self, trial_id):
             return False
-        frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        return frozen.state.is_finished()
+        done.add(trial_id)
+        return True
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self._completed_trials and self._finished_in_study(trial_id):
+        if self._already_finished(trial_id):
             log.info("trial %s already finished in the Optuna study; result not re-reported", trial_id)
-            self._completed_trials.add(trial_id)
             return
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id not in self._completed_trials and self._finished_in_study(trial_id):
-            self._completed_trials.add(trial_id)
+        if self._already_finished(trial_id):
             return
         super().on_trial_complete(trial_id, result, error)
 
