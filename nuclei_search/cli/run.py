@@ -58,7 +58,6 @@ def register(sub) -> None:
                    help="add the finished trials of these earlier experiments (same data) to the new Optuna "
                         "study before it samples; trials outside the new space are skipped")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment of this name")
-    p.add_argument("--resume", action="store_true", help="continue the existing experiment of this name")
     p.add_argument("--quiet", action="store_true", help="no progress table")
     p.add_argument("--verbose", dest="ray_verbose", action="store_true",
                    help="Ray Tune's own progress reporter and the trials' log output instead of the compact table")
@@ -98,28 +97,20 @@ def _quiet_libraries(args: argparse.Namespace) -> None:
 
 
 def run_cmd(args: argparse.Namespace) -> int:
-    from nuclei_search.search.runner import resume_search, run_search
+    from nuclei_search.search.runner import run_search
 
     _quiet_libraries(args)
 
-    if args.resume and args.overwrite:
-        from nuclei_search.errors import ConfigError
-
-        raise ConfigError("--resume and --overwrite exclude each other")
-    name = args.name or time.strftime("quick-%Y%m%d-%H%M%S")
-    if args.resume:
-        summary = resume_search(name, storage=args.storage, progress=not args.quiet, verbose=args.ray_verbose)
-    else:
-        options = SearchOptions(
-            name=name, space=args.space or quick_space(), num_samples=args.num_samples,
-            max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial, searcher=args.searcher, scheduler=args.scheduler,
-            max_epochs=args.max_epochs, grace_period=args.grace_period, data=args.data, storage=args.storage,
-            address=args.address, seed=args.seed, engine=args.engine, kt_tuner=args.kt_tuner,
-            max_failures=args.max_failures, cache_dir=args.cache_dir, reuse_actors=args.reuse_actors,
-            refit_top=args.refit_top, refit_epochs=args.refit_epochs, warm_start=list(args.warm_start),
-        )
-        summary = run_search(options, overwrite=args.overwrite, progress=not args.quiet, verbose=args.ray_verbose)
+    options = SearchOptions(
+        name=args.name or time.strftime("quick-%Y%m%d-%H%M%S"), space=args.space or quick_space(),
+        num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, searcher=args.searcher, scheduler=args.scheduler,
+        max_epochs=args.max_epochs, grace_period=args.grace_period, data=args.data, storage=args.storage,
+        address=args.address, seed=args.seed, engine=args.engine, kt_tuner=args.kt_tuner,
+        max_failures=args.max_failures, cache_dir=args.cache_dir, reuse_actors=args.reuse_actors,
+        refit_top=args.refit_top, refit_epochs=args.refit_epochs, warm_start=list(args.warm_start),
+    )
+    summary = run_search(options, overwrite=args.overwrite, progress=not args.quiet, verbose=args.ray_verbose)
     _print_summary(summary)
     return 0 if summary.terminated else 1
 

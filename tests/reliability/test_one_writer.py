@@ -94,8 +94,7 @@ def test_a_held_experiment_refuses_resume_overwrite_and_keras_tuner_and_keeps_ev
     proc = holder(experiment)
     before = {k: v for k, v in snapshot(experiment).items() if k != LOCK_FILE}
     for argv in (["resume", "same", "--storage", storage, "--quiet"],
-                 ["run", "--space", space, "--name", "same", "--storage", storage, "--overwrite", "--quiet"],
-                 ["run", "--space", space, "--name", "same", "--storage", storage, "--resume", "--quiet"]):
+                 ["run", "--space", space, "--name", "same", "--storage", storage, "--overwrite", "--quiet"]):
         code, _, err = run_cli(capsys, *argv)
         assert_one_line_error(code, err, f"pid {proc.pid}", "in use by", "nuclei-search run --name held")
     assert {k: v for k, v in snapshot(experiment).items() if k != LOCK_FILE} == before

@@ -131,7 +131,7 @@ def storage(tmp_path) -> Path:
 
 
 # --------------------------------------------------------------------------- read-only
-@pytest.mark.parametrize("case", ["run new", "run --overwrite", "resume", "run --resume"])
+@pytest.mark.parametrize("case", ["run new", "run --overwrite", "resume"])
 def test_search_on_read_only_storage(storage, tmp_path, case):
     space = tmp_path / "space.yaml"
     space.write_text("fixed: {data: synthetic:4}\nparams: {loss: {choice: [bce]}}\n")
@@ -139,7 +139,6 @@ def test_search_on_read_only_storage(storage, tmp_path, case):
         "run new": (["run", "--space", space, "--name", "new"], storage / "new"),
         "run --overwrite": (["run", "--space", space, "--name", "old", "--overwrite"], storage),
         "resume": (["resume", "old"], storage / "old"),
-        "run --resume": (["run", "--name", "old", "--resume"], storage / "old"),
     }[case]
     before = snapshot(storage)
     done = run_read_only(storage, *argv, "--storage", storage, "--quiet")
