@@ -1,4 +1,5 @@
-"""Shared test fixtures: the real DSB2018 zip and a tiny synthetic dataset."""
+"""Shared test fixtures: the real DSB2018 zip, a tiny synthetic dataset, a local Ray, and the
+results tests' tiny real experiment (tests/results_helpers.py)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,21 @@ def local_ray():
     connect(None, num_cpus=2, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def results_env(tmp_path_factory):
+    """Module-wide: the results tests' cache in $NUCLEI_SEARCH_CACHE (inherited by Ray workers)."""
+    from results_helpers import cache_dir
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NUCLEI_SEARCH_CACHE", str(cache_dir(tmp_path_factory)))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_experiment(results_env, tmp_path_factory) -> Path:
+    """The session's tiny real search (Ray Tune + Optuna + ASHA; one errored trial), built once."""
+    from results_helpers import build_experiment
+
+    return build_experiment(tmp_path_factory)

@@ -4,6 +4,9 @@ error (exit code 2, one line) and what it left on disk."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 # Tiny but real: 12 synthetic images, 32 px crops, plain U-Net, few filters.
@@ -83,3 +86,57 @@ def snapshot(folder: Path) -> dict[str, str]:
         p.relative_to(folder).as_posix(): "<dir>" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
     }
+
+
+def listening_sockets(pids: set[int]) -> list[tuple[int, str, int]]:
+    """(pid, local address as in /proc/net/tcp, port) of every TCP socket in LISTEN state the pids hold."""
+    sockets: dict[str, tuple[str, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for row in fh.read().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A":  # LISTEN
+                    address, port = fields[1].split(":")
+                    sockets[fields[9]] = (address, int(port, 16))
+    found = []
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # ended meanwhile
+            continue
+        for link in links:
+            if link.startswith("socket:[") and link[8:-1] in sockets:
+                found.append((pid, *sockets[link[8:-1]]))
+    return found
+
+
+def check_non_terminal_output(done: subprocess.CompletedProcess, name: str, trials: int) -> None:
+    """A `run` whose output was not a terminal: one line per event, then the summary ending with
+    the best trial and the next command, and none of the noise. (The dashboard test's search,
+    tests/test_dashboard.py, is checked with it.)"""
+    pattern = event_pattern(name, trials)
+    lines = done.stdout.strip().splitlines()
+    events, summary = lines[:-5], lines[-5:]
+    for line in events:
+        assert pattern.match(line), line
+    kinds = [pattern.match(line).group(6).split()[0] for line in events]
+    assert kinds.count("started") == trials and kinds.count("epoch") >= trials
+    assert kinds.count("finished") + kinds.count("stopped") == trials
+    assert pattern.match(events[-1]).group(1) == str(trials)  # the last event: every trial done
+    assert summary[0].startswith("experiment: ") and summary[1] == f"trials: {trials} ({trials} finished, 0 errored)"
+    assert summary[2].startswith("best trial: ") and summary[-1] == f"next: nuclei-search leaderboard {name}"
+    for noise in NOISE:
+        assert noise not in done.stdout + done.stderr, noise
+    assert len(done.stderr.strip().splitlines()) <= 1, done.stderr  # at most a machine-specific Ray warning
+
+
+NOISE = ("cuInit", "oneDNN", "absl", "cuda_", "Configuration for experiment", "Trial status", "╭",
+         "Token authentication", "ConcurrencyLimiter", "new study created", "TUNE_WARN", "Checkpoint successfully")
+
+
+def event_pattern(name: str, total: int) -> re.Pattern:
+    """One line of the non-terminal console: the header, then the event."""
+    return re.compile(
+        rf"^\d\d:\d\d:\d\d {re.escape(name)}: (\d+)/{total} trials done, (\d+) running, "
+        r"best val_iou_best (-|\d\.\d{4} \([0-9a-f]{8}\)), elapsed \d+\.\d min(, left ≤ \d+\.\d min)? "
+        r"\| trial ([0-9a-f]{8}) (started|epoch \d+ val_iou_best \S+|finished|stopped early at epoch \d+)$")

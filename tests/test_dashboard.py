@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 
 from nuclei_search.cli import main
-from search_helpers import assert_one_line_error, run_cli, snapshot, write_space
-from test_search_console import check_non_terminal_output
-from test_results_support import EXPERIMENT, results_env, tiny_experiment  # noqa: F401
+from search_helpers import assert_one_line_error, check_non_terminal_output, listening_sockets, run_cli, snapshot, write_space
+from results_helpers import EXPERIMENT
 
 pytestmark = pytest.mark.slow
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
@@ -49,18 +48,6 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
         except OSError:
             time.sleep(0.3)
     raise AssertionError(f"dashboard not up at {url}")
-
-
-def _listening_addresses(pid: int) -> set[str]:
-    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
-              if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for row in open(table).read().splitlines()[1:]:
-            fields = row.split()
-            if fields[3] == "0A" and fields[9] in inodes:
-                found.add(fields[1].split(":")[0])
-    return found
 
 
 @pytest.fixture
@@ -95,7 +82,7 @@ def test_dashboard_follows_a_running_search_beside_a_finished_one(tiny_experimen
     try:
         url = f"http://127.0.0.1:{port}/"
         _wait_http(url, dashboard)
-        assert _listening_addresses(dashboard.pid) == {"0100007F"}  # 127.0.0.1 only
+        assert {address for _, address, _ in listening_sockets({dashboard.pid})} == {"0100007F"}  # 127.0.0.1 only
         page.goto(url)
         page.wait_for_function("window.__dashboard.polls >= 1", timeout=60_000)
         loaded = page.evaluate("window.__dashboard.loadedAt")

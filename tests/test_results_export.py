@@ -11,7 +11,7 @@ import pytest
 from nuclei_search.cli import main
 from nuclei_search.config import TrialConfig
 from nuclei_search.results.leaderboard import leaderboard
-from test_results_support import one_line_error, results_env, tiny_experiment  # noqa: F401
+from results_helpers import one_line_error
 
 pytestmark = pytest.mark.slow
 

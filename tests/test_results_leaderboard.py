@@ -14,7 +14,7 @@ import pytest
 from nuclei_search.cli import main
 from nuclei_search.results.leaderboard import compare, format_leaderboard, leaderboard, sort_leaderboard
 from nuclei_search.results.trials import load_experiment
-from test_results_support import EPOCHS, MISSING_DATA, one_line_error, results_env, tiny_experiment  # noqa: F401
+from results_helpers import EPOCHS, MISSING_DATA, one_line_error
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from nuclei_search.cli import main
 from nuclei_search.models.inference import TTA_TRANSFORMS, predict_images, tta_forward, tta_inverse
 from nuclei_search.results.predict import Predictor, collect_inputs
 from nuclei_search.results.rle import rle_decode
-from test_results_support import build_export, one_line_error, results_env, tiny_experiment  # noqa: F401
+from results_helpers import build_export, one_line_error
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nuclei_search.cli import main
-from test_results_support import results_env, tiny_experiment  # noqa: F401
+
 
 pytestmark = pytest.mark.slow
 

@@ -2,8 +2,8 @@
 
 Not a terminal (CI logs, `ray job submit`): one line per event, each with the header
 (experiment, trials done/running/total, best so far, elapsed, time left), then the
-summary ending with the best trial and the next command: `check_non_terminal_output`,
-applied to the search that tests/test_dashboard.py watches. A terminal (a real pty from
+summary ending with the best trial and the next command: `check_non_terminal_output`
+(tests/search_helpers.py), applied to the search that tests/test_dashboard.py watches. A terminal (a real pty from
 `script`): the table redrawn in place; the last screen fits 40 lines. Neither shows
 TensorFlow/CUDA C++ log lines, Ray's per-trial boxes or warnings nobody can act on.
 """
@@ -18,38 +18,9 @@ import sys
 
 import pytest
 
-from search_helpers import write_space
+from search_helpers import NOISE, write_space
 
 pytestmark = pytest.mark.slow
-
-NOISE = ("cuInit", "oneDNN", "absl", "cuda_", "Configuration for experiment", "Trial status", "╭",
-         "Token authentication", "ConcurrencyLimiter", "new study created", "TUNE_WARN", "Checkpoint successfully")
-def event_pattern(name: str, total: int) -> re.Pattern:
-    """One line of the non-terminal console: the header, then the event."""
-    return re.compile(
-        rf"^\d\d:\d\d:\d\d {re.escape(name)}: (\d+)/{total} trials done, (\d+) running, "
-        r"best val_iou_best (-|\d\.\d{4} \([0-9a-f]{8}\)), elapsed \d+\.\d min(, left ≤ \d+\.\d min)? "
-        r"\| trial ([0-9a-f]{8}) (started|epoch \d+ val_iou_best \S+|finished|stopped early at epoch \d+)$")
-
-
-def check_non_terminal_output(done: subprocess.CompletedProcess, name: str, trials: int) -> None:
-    """A `run` whose output was not a terminal: one line per event, then the summary ending with
-    the best trial and the next command, and none of the noise. (The dashboard test's search,
-    tests/test_dashboard.py, is checked with it.)"""
-    pattern = event_pattern(name, trials)
-    lines = done.stdout.strip().splitlines()
-    events, summary = lines[:-5], lines[-5:]
-    for line in events:
-        assert pattern.match(line), line
-    kinds = [pattern.match(line).group(6).split()[0] for line in events]
-    assert kinds.count("started") == trials and kinds.count("epoch") >= trials
-    assert kinds.count("finished") + kinds.count("stopped") == trials
-    assert pattern.match(events[-1]).group(1) == str(trials)  # the last event: every trial done
-    assert summary[0].startswith("experiment: ") and summary[1] == f"trials: {trials} ({trials} finished, 0 errored)"
-    assert summary[2].startswith("best trial: ") and summary[-1] == f"next: nuclei-search leaderboard {name}"
-    for noise in NOISE:
-        assert noise not in done.stdout + done.stderr, noise
-    assert len(done.stderr.strip().splitlines()) <= 1, done.stderr  # at most a machine-specific Ray warning
 
 
 def _run_on_a_terminal(tmp_path) -> subprocess.CompletedProcess:

@@ -5,10 +5,6 @@ Failing and NaN trials are a row of the reliability matrix: tests/reliability/te
 
 from __future__ import annotations
 
-import json
-import math
-import os
-
 import optuna
 import pytest
 

@@ -21,7 +21,7 @@ import ray
 import yaml
 
 from nuclei_search.cluster.runtime import connect, connected
-from search_helpers import assert_one_line_error, run_cli
+from search_helpers import assert_one_line_error, listening_sockets, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
@@ -51,28 +51,6 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _listening(pids: set[int]) -> list[tuple[int, str, int]]:
-    """(pid, local address as in /proc/net/tcp, port) of every TCP socket in LISTEN state the pids hold."""
-    sockets: dict[str, tuple[str, int]] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as fh:
-            for row in fh.read().splitlines()[1:]:
-                fields = row.split()
-                if fields[3] == "0A":  # LISTEN
-                    address, port = fields[1].split(":")
-                    sockets[fields[9]] = (address, int(port, 16))
-    found = []
-    for pid in pids:
-        try:
-            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-        except OSError:  # ended meanwhile
-            continue
-        for link in links:
-            if link.startswith("socket:[") and link[8:-1] in sockets:
-                found.append((pid, *sockets[link[8:-1]]))
-    return found
-
-
 def test_local_ray_listens_on_loopback_only_with_no_dashboard(no_ray_address, monkeypatch):
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
     monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
@@ -86,7 +64,7 @@ def test_local_ray_listens_on_loopback_only_with_no_dashboard(no_ray_address, mo
         assert context.gcs_address.startswith("127.0.0.1:")
         assert context.runtime_env.get("env_vars", {}).get("TF_CPP_MIN_LOG_LEVEL") == "3"
         assert not ray._private.worker.global_worker.node.address_info.get("webui_url")  # no dashboard
-        listening = _listening(_descendants(os.getpid()))
+        listening = listening_sockets(_descendants(os.getpid()))
         assert listening, "found no listening socket of Ray's processes"
         public = [entry for entry in listening if entry[1] not in LOOPBACK_HEX]
         assert not public, f"Ray processes listening beyond loopback (pid, address, port): {public}"

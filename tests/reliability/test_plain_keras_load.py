@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from nuclei_search.results.predict import Predictor
-from test_results_support import build_export, results_env, tiny_experiment  # noqa: F401
+from results_helpers import build_export
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
 PROJECT_PACKAGES = ("nuclei_search", "models", "data_pipeline", "results", "search", "cluster")  # and the old names

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nuclei_search.cli import main
-from test_results_support import build_export, one_line_error, results_env, tiny_experiment  # noqa: F401
+from results_helpers import build_export, one_line_error
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Shared pieces of the results tests (no tests here): one tiny real experiment per session.
+"""Shared pieces of the results tests (no tests here): one tiny real experiment per session
+(the `tiny_experiment` fixture in conftest.py builds it).
 
 The experiment is a real Ray Tune + Optuna + ASHA search on 12 synthetic images
 (32 px crops, 4 base filters, plain encoder, 2 epochs). Searcher seed 3 makes its
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-
-import pytest
 
 EXPERIMENT = "results-tiny"
 MISSING_DATA = "/nonexistent/results-test.zip"
@@ -78,19 +77,6 @@ def build_experiment(tmp_path_factory) -> Path:
         f"source in 1 of 3 trials with seed {SEARCH_SEED} (pick another SEARCH_SEED): {summary}")
     done.write_text("ok")
     return summary.experiment
-
-
-@pytest.fixture(scope="module")
-def results_env(tmp_path_factory):
-    """Module-wide: the results cache in $NUCLEI_SEARCH_CACHE (inherited by Ray workers)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NUCLEI_SEARCH_CACHE", str(cache_dir(tmp_path_factory)))
-        yield
-
-
-@pytest.fixture(scope="module")
-def tiny_experiment(results_env, tmp_path_factory) -> Path:
-    return build_experiment(tmp_path_factory)
 
 
 def build_export(tmp_path_factory, experiment: Path, saved_model: bool = False) -> Path:
