@@ -162,6 +162,101 @@ def load_checkpoint_model(folder: str | Path):
     return load_unet(Path(folder) / MODEL_FILE, compile=True)
 
 
+def fit_phases(model, dataset, config: TrialConfig, steps: int, *, per_execution: int, first_epoch: int = 0,
+               last_epoch: int | None = None, callbacks=(), verbose: int = 0,
+               keep_optimizer_of_phase: bool | None = None) -> float:
+    """Fit `model` through the config's training phases (`training_phases`) from epoch
+    `first_epoch` to `last_epoch` (default: the config's epochs); returns the last training loss.
+
+    Each phase is compiled with its learning rate and a cosine schedule over the rest of the
+    phase, except the phase whose encoder-trainable flag is `keep_optimizer_of_phase` (a model
+    resumed from a checkpoint keeps its optimizer state while it stays in its phase).
+    """
+    from nuclei_search.models.unet import set_encoder_trainable
+
+    done, loss = first_epoch, math.nan
+    last = config.epochs if last_epoch is None else last_epoch
+    for trainable, lr, _start, until in training_phases(config):
+        stop = min(until, last)
+        if done >= stop:
+            continue
+        set_encoder_trainable(model, trainable)
+        if trainable != keep_optimizer_of_phase or getattr(model, "optimizer", None) is None:
+            compile_model(model, config, lr, decay_steps=(until - done) * steps, steps_per_execution=per_execution)
+        keep_optimizer_of_phase = None
+        history = model.fit(dataset, epochs=stop, initial_epoch=done, steps_per_epoch=steps,
+                            callbacks=list(callbacks), verbose=verbose, shuffle=False)  # the dataset shuffles itself
+        loss = float((history.history.get("loss") or [loss])[-1])
+        done = stop
+    return loss
+
+
+def divergence_guard():
+    """A Keras callback raising TrialDiverged as soon as a batch's loss is NaN or infinite."""
+    import keras
+
+    class DivergenceGuard(keras.callbacks.Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise TrialDiverged(f"training loss became {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}")
+
+    return DivergenceGuard()
+
+
+@dataclass
+class Validation:
+    """The whole validation images, their labels and types, scored after validation epochs."""
+
+    images: list
+    labels: list
+    types: list[str]
+    multiple: int
+
+    def score(self, model, config: TrialConfig) -> dict:
+        from nuclei_search.models.evaluation import evaluate_model
+
+        return evaluate_model(model, self.images, self.labels, multiple=self.multiple, threshold=config.threshold,
+                              instance_method=config.instance_method, types=self.types).as_metrics()
+
+
+def epoch_recorder(config: TrialConfig, state: TrainState, validation: Validation, on_epoch_end: EpochHook | None):
+    """A Keras callback writing each epoch into `state` (history, best), validating on whole images
+    after the validation epochs (`is_validation_epoch`) and calling the hook with their metrics."""
+    import keras
+
+    class EpochRecorder(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            row = {"epoch": epoch + 1, "learning_rate": float(self.model.optimizer.learning_rate),
+                   "epoch_seconds": time.perf_counter() - self.epoch_started}
+            state.epoch = epoch + 1
+            if is_validation_epoch(state.epoch, config):
+                validation_started = time.perf_counter()
+                logs.update(validation.score(self.model, config))
+                row["validation_seconds"] = time.perf_counter() - validation_started
+            row.update({k: float(v) for k, v in logs.items()})
+            state.history.append(row)
+            if "val_iou" not in row:
+                log.info("epoch %d (not validated): %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
+                return
+            if not state.best or row["val_iou"] > state.best["val_iou"]:
+                state.best = dict(row)
+            log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, row, self.model, state)
+
+    return EpochRecorder()
+
+
 def train(
     config: TrialConfig,
     on_epoch_end: EpochHook | None = None,
@@ -177,12 +272,9 @@ def train(
     from the epoch after it, with the optimizer state it held. `steps_per_execution`
     defaults to `execution_steps(steps per epoch)`.
     """
-    import keras
-
     from nuclei_search.data_pipeline.loader import make_train_dataset, steps_per_epoch, val_arrays
-    from nuclei_search.models.evaluation import evaluate_model
     from nuclei_search.models.runtime import configure_tensorflow, released_custom_gradients
-    from nuclei_search.models.unet import build_unet, pad_multiple, set_encoder_trainable
+    from nuclei_search.models.unet import build_unet, pad_multiple
 
     config.validate()
     started = time.perf_counter()
@@ -199,10 +291,8 @@ def train(
     if steps % per_execution:
         raise ValueError(f"steps_per_execution {per_execution} must divide the {steps} steps of an epoch")
     val = val_arrays(prepared, val_ids)
-    val_images = [image for image, _ in val]
-    val_labels = [labels for _, labels in val]
-    val_types = [prepared.types.get(i, "unknown") for i in val_ids]
-    multiple = pad_multiple(config)
+    validation = Validation(images=[image for image, _ in val], labels=[labels for _, labels in val],
+                            types=[prepared.types.get(i, "unknown") for i in val_ids], multiple=pad_multiple(config))
 
     if resume_from is not None:
         state = TrainState.load(resume_from)
@@ -211,61 +301,12 @@ def train(
     else:
         state = TrainState()
         model = build_unet(config)
-
-    class _Validate(keras.callbacks.Callback):
-        """Whole-image validation, NaN guard and the epoch hook."""
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                raise TrialDiverged(f"training loss became {float(loss)} at epoch {state.epoch + 1}, step {batch + 1}")
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch_started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs if logs is not None else {}
-            row = {"epoch": epoch + 1, "learning_rate": float(self.model.optimizer.learning_rate),
-                   "epoch_seconds": time.perf_counter() - self.epoch_started}
-            state.epoch = epoch + 1
-            if not is_validation_epoch(state.epoch, config):
-                row.update({k: float(v) for k, v in logs.items()})
-                state.history.append(row)
-                log.info("epoch %d (not validated): %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
-                return
-            validation_started = time.perf_counter()
-            result = evaluate_model(
-                self.model, val_images, val_labels, multiple=multiple,
-                threshold=config.threshold, instance_method=config.instance_method, types=val_types,
-            )
-            logs.update(result.as_metrics())
-            row["validation_seconds"] = time.perf_counter() - validation_started
-            row.update({k: float(v) for k, v in logs.items()})
-            state.history.append(row)
-            if not state.best or row["val_iou"] > state.best["val_iou"]:
-                state.best = dict(row)
-            log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, row, self.model, state)
-
-    phases = training_phases(config)
-    freeze_until = phases[-1][2]  # the fine-tune phase starts where the frozen one ends
-    verbose = 1 if progress else 0
-    # A resumed model keeps its optimizer state while it stays in the phase it was saved in.
-    loaded_phase = None if resume_from is None else state.epoch >= freeze_until
+    freeze_until = training_phases(config)[-1][2]  # the fine-tune phase starts where the frozen one ends
     with released_custom_gradients():
-        for trainable, lr, _start, until in phases:
-            if state.epoch >= until:
-                continue
-            set_encoder_trainable(model, trainable)
-            if trainable != loaded_phase or getattr(model, "optimizer", None) is None:
-                compile_model(model, config, lr, decay_steps=(until - state.epoch) * steps,
-                              steps_per_execution=per_execution)
-            loaded_phase = None
-            model.fit(
-                dataset, epochs=until, initial_epoch=state.epoch, steps_per_epoch=steps,
-                callbacks=[_Validate()], verbose=verbose, shuffle=False,  # the dataset shuffles itself
-            )
+        fit_phases(model, dataset, config, steps, per_execution=per_execution, first_epoch=state.epoch,
+                   callbacks=[divergence_guard(), epoch_recorder(config, state, validation, on_epoch_end)],
+                   verbose=1 if progress else 0,
+                   keep_optimizer_of_phase=None if resume_from is None else state.epoch >= freeze_until)
     return TrainResult(
         config=config,
         best=state.best,

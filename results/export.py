@@ -150,11 +150,10 @@ def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, p
     `epochs` epochs, so the model is the winning run's recipe with the validation
     images added to the training set.
     """
-    from nuclei_search.data_pipeline.loader import make_train_dataset, steps_per_epoch
+    from nuclei_search.data_pipeline.loader import load_data, make_train_dataset, steps_per_epoch
     from nuclei_search.models.runtime import configure_tensorflow
-    from nuclei_search.data_pipeline.loader import load_data
-    from nuclei_search.models.train import TrialDiverged, compile_model, execution_steps, training_phases
-    from nuclei_search.models.unet import build_unet, set_encoder_trainable
+    from nuclei_search.models.train import TrialDiverged, divergence_guard, execution_steps, fit_phases
+    from nuclei_search.models.unet import build_unet
 
     if epochs < 1:
         raise ConfigError(f"retraining needs at least one epoch (got {epochs})")
@@ -164,20 +163,11 @@ def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, p
     dataset = make_train_dataset(prepared, ids, config, cpus=cpus)
     steps = steps_per_epoch(len(ids), config)
     model = build_unet(config)
-    done, loss = 0, math.nan
-    for trainable, lr, start, until in training_phases(config):
-        stop = min(until, epochs)
-        if done >= stop:
-            continue
-        set_encoder_trainable(model, trainable)
-        compile_model(model, config, lr, decay_steps=(until - start) * steps,
-                      steps_per_execution=execution_steps(steps))
-        history = model.fit(dataset, epochs=stop, initial_epoch=done, steps_per_epoch=steps,
-                            verbose=1 if progress else 0)
-        loss = float(history.history["loss"][-1])
-        if not math.isfinite(loss):
-            raise TrialDiverged(f"retraining on train+val diverged (loss {loss}) at epoch {stop}")
-        done = stop
+    done = min(epochs, config.epochs)
+    loss = fit_phases(model, dataset, config, steps, per_execution=execution_steps(steps), last_epoch=done,
+                      callbacks=[divergence_guard()], verbose=1 if progress else 0)
+    if not math.isfinite(loss):
+        raise TrialDiverged(f"retraining on train+val diverged (loss {loss}) at epoch {done}")
     log.info("retrained %s on %d images for %d epochs (final loss %.4f)", config.backbone, len(ids), done, loss)
     return model, len(ids), loss
 
