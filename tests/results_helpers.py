@@ -14,22 +14,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from search_helpers import TINY_FIXED
+
 EXPERIMENT = "results-tiny"
 MISSING_DATA = "/nonexistent/results-test.zip"
 SEARCH_SEED = 3  # trials: missing data (fails), then (3e-3, bce) and (1e-2, bce): see the module doc
 EPOCHS = 2
-SPACE = f"""
-fixed:
-  image_size: 32
-  epochs: {EPOCHS}
-  batch_size: 4
-  crops_per_image: 1
-  base_filters: 4
-  backbone: none
-  decoder_depth: 3
-  augment: flip
-  instance_method: cc
-params:
+SPACE = "\nfixed:\n" + TINY_FIXED.format(epochs=EPOCHS) + f"""params:
   data: {{choice: [synthetic:12, {MISSING_DATA}]}}
   learning_rate: {{choice: [3.0e-3, 1.0e-2]}}
   dropout: {{uniform: [0.0, 0.2]}}

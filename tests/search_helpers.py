@@ -9,11 +9,8 @@ import re
 import subprocess
 from pathlib import Path
 
-# Tiny but real: 12 synthetic images, 32 px crops, plain U-Net, few filters.
-TINY_SPACE = """
-fixed:
-  data: synthetic:12
-  image_size: 32
+# Tiny but real: 32 px crops, plain U-Net, few filters (the `fixed:` entries; {epochs} to fill).
+TINY_FIXED = """  image_size: 32
   epochs: {epochs}
   batch_size: 4
   crops_per_image: 1
@@ -22,7 +19,12 @@ fixed:
   decoder_depth: 3
   augment: flip
   instance_method: cc
-params:
+"""
+# ... on 12 synthetic images, three learning rates (1e-6 learns nothing).
+TINY_SPACE = """
+fixed:
+  data: synthetic:12
+""" + TINY_FIXED + """params:
   learning_rate: {{choice: [1.0e-6, 3.0e-3, 1.0e-2]}}
   dropout: {{uniform: [0.0, 0.2]}}
   loss: {{choice: [bce, bce_dice]}}
