@@ -15,6 +15,8 @@ import logging
 import re
 from typing import Any, Callable
 
+from nuclei_search.cluster.runtime import connect, disconnect, parse_address
+
 log = logging.getLogger(__name__)
 
 # Actor class names (prefixes) that are Tune trials.
@@ -155,8 +157,6 @@ def cluster_status(address: str | None, trial_classes: tuple[str, ...] = DEFAULT
     process is already connected to Ray, that connection is used and kept.
     """
     import ray
-
-    from nuclei_search.cluster.runtime import connect, disconnect, parse_address
 
     target = parse_address(address or "auto") if not ray.is_initialized() else None
     if target is not None and target.kind == "local":

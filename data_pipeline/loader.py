@@ -20,8 +20,15 @@ from typing import Sequence
 
 import numpy as np
 
-from nuclei_search.data_pipeline.augment import augment_pair, crop_scale_range, normalize_image, percentile_bounds, stretch_tf
+from nuclei_search.data_pipeline.augment import (
+    augment_pair,
+    crop_scale_range,
+    normalize_image,
+    percentile_bounds,
+    stretch_tf,
+)
 from nuclei_search.data_pipeline.preprocess import PreparedDataset
+from nuclei_search.data_pipeline.split import train_val_split
 from nuclei_search.data_pipeline.targets import boundary_map, semantic_mask
 from nuclei_search.errors import DataError
 
@@ -32,7 +39,6 @@ def load_data(config, progress: bool = False):
     """(prepared dataset, train ids, val ids): the config's data prepared (cached) and split
     deterministically (its val_fraction and split_seed, stratified by image type)."""
     from nuclei_search.data_pipeline.preprocess import prepare
-    from nuclei_search.data_pipeline.split import train_val_split
 
     prepared = prepare(config.data, cache_dir=config.cache_dir, progress=progress)
     train_ids, val_ids = train_val_split(prepared.ids, prepared.types, config.val_fraction, config.split_seed)

@@ -7,6 +7,8 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
+from nuclei_search.quiet import import_tensorflow, native_stderr_silenced, wants_quiet
+
 log = logging.getLogger(__name__)
 
 
@@ -17,7 +19,6 @@ def configure_tensorflow(cpus: int | None = None, seed: int | None = None) -> di
     (several trials on one device) only work with memory growth on: without it the
     first trial grabs the whole card. Returns what was applied, for the trial's log.
     """
-    from nuclei_search.quiet import import_tensorflow, native_stderr_silenced, wants_quiet
 
     import_tensorflow()
     import keras

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from nuclei_search.data_pipeline.loader import load_data
-from nuclei_search.contract import MODEL_FILE, STATE_FILE
 from nuclei_search.config import TrialConfig
+from nuclei_search.contract import MODEL_FILE, STATE_FILE
+from nuclei_search.data_pipeline.loader import load_data
 from nuclei_search.errors import DataError, NucleiSearchError
+from nuclei_search.models.runtime import configure_tensorflow, released_custom_gradients
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,6 @@ def train(
     defaults to `execution_steps(steps per epoch)`.
     """
     from nuclei_search.data_pipeline.loader import make_train_dataset, steps_per_epoch, val_arrays
-    from nuclei_search.models.runtime import configure_tensorflow, released_custom_gradients
     from nuclei_search.models.unet import build_unet, pad_multiple
 
     config.validate()

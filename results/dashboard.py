@@ -23,11 +23,12 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from nuclei_search.cluster.storage import is_remote
 from nuclei_search.errors import ExperimentError, NucleiSearchError
 from nuclei_search.results.leaderboard import experiment_frame, records
-from nuclei_search.results.plots import PlotUnavailable
+from nuclei_search.results.plots import PlotUnavailable, by_type, curves, timeline
+from nuclei_search.results.plots.overlays import prediction_panels
 from nuclei_search.results.trials import Experiment, load_experiment
-from nuclei_search.cluster.storage import is_remote
 from nuclei_search.search.experiment import EXPERIMENT_FILE, storage_root
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,6 @@ def create_app(refs: list[str], storage: str | None = None):
         return JSONResponse({"rows": rows, "hyperparameters": hyper, "errors": errors})
 
     def figure(request: Request):
-        from nuclei_search.results.plots import by_type, curves, timeline
 
         kind = request.path_params["kind"]
         builders = {"curves": curves.learning_curves, "types": by_type.iou_by_type,
@@ -150,7 +150,6 @@ def create_app(refs: list[str], storage: str | None = None):
         return Response(fig.to_json(), media_type="application/json")
 
     def prediction_png(request: Request):
-        from nuclei_search.results.plots.overlays import prediction_panels
 
         experiment, error = source.get(request.query_params.get("exp", ""))
         if experiment is None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError, ExperimentError
+from nuclei_search.models.inference import predict_images
 from nuclei_search.results.trials import METRIC, Experiment, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,6 @@ def select_members(experiment: Experiment, size: int | None, val_images: Sequenc
     """Predict the candidates on validation and choose members (`size` K, or None for greedy)."""
     import keras
 
-    from nuclei_search.models.inference import predict_images
     from nuclei_search.models.unet import load_unet, pad_multiple
 
     ranked = ranked_trials(experiment)

@@ -40,13 +40,17 @@ from pathlib import Path
 
 import numpy as np
 
-from nuclei_search.models.evaluation import score_predictions, type_metrics
-from nuclei_search.models.postprocess import Postprocess
 from nuclei_search.config import TrialConfig
 from nuclei_search.contract import CARD_FILE, MODEL_FILE, SAVED_MODEL_DIR
-from nuclei_search.lock import writer_lock
-from nuclei_search.outputs import prepare_output_dir
+from nuclei_search.data_pipeline.augment import HIGH_PERCENTILE, LOW_PERCENTILE
 from nuclei_search.errors import ConfigError, ExperimentError, NucleiSearchError
+from nuclei_search.lock import writer_lock
+from nuclei_search.models.evaluation import score_predictions, type_metrics
+from nuclei_search.models.inference import predict_images, predict_images_tta
+from nuclei_search.models.postprocess import Postprocess
+from nuclei_search.models.runtime import configure_tensorflow
+from nuclei_search.outputs import prepare_output_dir
+from nuclei_search.results.ensemble import DEFAULT_POOL, parse_size, ranked_trials, select_members
 from nuclei_search.results.trials import ENSEMBLE_RECORD, Experiment, TrialRecord, load_experiment
 
 log = logging.getLogger(__name__)
@@ -98,7 +102,6 @@ def select_trial(experiment: Experiment, trial_id: str | None = None) -> TrialRe
 
 def input_spec(config: TrialConfig, stride: int | None = None) -> dict:
     """The input contract; `stride` overrides the U-Net's (an ensemble pads inside: 1)."""
-    from nuclei_search.data_pipeline.augment import HIGH_PERCENTILE, LOW_PERCENTILE
     from nuclei_search.models.unet import pad_multiple
 
     multiple = pad_multiple(config) if stride is None else int(stride)
@@ -151,7 +154,6 @@ def retrain_full(config: TrialConfig, epochs: int, *, cpus: int | None = None, p
     images added to the training set.
     """
     from nuclei_search.data_pipeline.loader import load_data, make_train_dataset, steps_per_epoch
-    from nuclei_search.models.runtime import configure_tensorflow
     from nuclei_search.models.train import TrialDiverged, divergence_guard, execution_steps, fit_phases
     from nuclei_search.models.unet import build_unet
 
@@ -203,7 +205,6 @@ def export_trial(
 
     With `postprocess` (and the validation split at hand, not `retrain`), the
     postprocessing is chosen on the validation split and stored in the card."""
-    from nuclei_search.models.runtime import configure_tensorflow
     from nuclei_search.data_pipeline.loader import load_data
     from nuclei_search.models.unet import load_unet
 
@@ -303,13 +304,9 @@ def export_ensemble(
     `size`: a number of members (the top K trials) or ``"auto"`` (greedy selection on the
     validation split). The model averages its members' probability maps; it is re-scored
     on validation after reloading, and its postprocessing is chosen there."""
-    from nuclei_search.data_pipeline.loader import val_arrays
+    from nuclei_search.data_pipeline.loader import load_data, val_arrays
     from nuclei_search.models.ensemble import build_ensemble
-    from nuclei_search.models.inference import predict_images
-    from nuclei_search.models.runtime import configure_tensorflow
-    from nuclei_search.data_pipeline.loader import load_data
     from nuclei_search.models.unet import load_unet, pad_multiple
-    from nuclei_search.results.ensemble import DEFAULT_POOL, parse_size, ranked_trials, select_members
 
     members_wanted = parse_size(size)
     if pool is not None and pool < 1:
@@ -442,7 +439,6 @@ def choose_for_card(probs: list, labels: list, types: list, config: TrialConfig,
 def validation_tta(model, images: list, multiple: int, postprocess: bool, tta: bool | None) -> list | None:
     """The validation images predicted with test-time augmentation, when the postprocessing
     choice is to consider it (8 predictions of each image)."""
-    from nuclei_search.models.inference import predict_images_tta
 
     if not postprocess or tta is False:
         return None

@@ -27,9 +27,20 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from nuclei_search.config import TrialConfig
+from nuclei_search.data_pipeline.augment import normalize_image, percentile_bounds, stretch
 from nuclei_search.errors import ConfigError, DataError
+from nuclei_search.models.inference import (
+    TTA_TRANSFORMS,
+    GraphPredictor,
+    predict_images,
+    predict_images_tta,
+    predict_tiled,
+    tta_forward,
+    tta_inverse,
+)
 from nuclei_search.outputs import check_output_dir
 from nuclei_search.results.export import load_exported_model, load_model_card
+from nuclei_search.results.rle import submission_rows
 
 if TYPE_CHECKING:
     from nuclei_search.models.postprocess import Postprocess
@@ -58,7 +69,6 @@ class Predictor:
     def load(cls, model_dir: str | Path) -> "Predictor":
         card = load_model_card(model_dir)
         config = TrialConfig.from_dict(card["config"])
-        from nuclei_search.models.inference import GraphPredictor
 
         model = GraphPredictor(load_exported_model(model_dir))  # traced once, reused for every image
         return cls(model=model, card=card, config=config, model_dir=Path(model_dir))
@@ -107,8 +117,6 @@ class Predictor:
         """HxWxC probabilities for a uint8 HxWx3 image (C: nucleus [, boundary]): float32, or
         float16 for an image predicted in tiles (normalised tile by tile, to bound memory).
         `tta` None: the card's choice."""
-        from nuclei_search.data_pipeline.augment import normalize_image, percentile_bounds, stretch
-        from nuclei_search.models.inference import TTA_TRANSFORMS, predict_images, predict_images_tta, predict_tiled, tta_forward, tta_inverse
 
         tta = self.tta if tta is None else tta
         tile = self.tile_for(image.shape[:2], self.check_tile(tile))
@@ -330,7 +338,6 @@ def predict_to_folder(
     `postprocess` (min_size, h, boundary_threshold; None values ignored) override them.
     Files are written into a folder beside `out` and moved in at the end (the submission
     CSV likewise), so a run that fails half way leaves `out` and `rle` as they were."""
-    from nuclei_search.results.rle import submission_rows
 
     out = Path(out)
     post = _postprocess(predictor, threshold, {**(postprocess or {}), "tta": tta})

@@ -23,7 +23,8 @@ from typing import Callable
 
 from nuclei_search.errors import ExperimentError
 from nuclei_search.results.leaderboard import display_value, ensemble_frame, experiment_frame
-from nuclei_search.results.plots import PlotUnavailable
+from nuclei_search.results.plots import PlotUnavailable, curves, optuna_plots, timeline
+from nuclei_search.results.plots.overlays import prediction_panels
 from nuclei_search.results.trials import Experiment, load_experiment
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,6 @@ def _ensemble_section(experiment: Experiment) -> Section | None:
 
 
 def _overlay_section(experiment: Experiment, n_images: int) -> Section:
-    from nuclei_search.results.plots.overlays import prediction_panels
 
     title = "Best trial: predictions on validation images"
     try:
@@ -195,7 +195,6 @@ def render(experiment: Experiment, sections: list[Section], frame) -> str:
 # --------------------------------------------------------------------------- API
 def build_report(ref: str | Path, out: str | Path, *, storage: str | None = None, overlay_images: int = 4) -> Report:
     """Write the experiment's HTML report to `out`; return what it contains."""
-    from nuclei_search.results.plots import curves, optuna_plots, timeline
 
     out = Path(out)
     if out.is_dir():

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from nuclei_search.cluster.storage import is_remote
+from nuclei_search.cluster import storage as store
+from nuclei_search.cluster.storage import is_remote, join
 from nuclei_search.contract import EXPERIMENT_FILE, SPACE_FILE, STUDY_FILE
 from nuclei_search.errors import ConfigError, ExperimentError
 from nuclei_search.lock import LOCK_FILE
@@ -130,7 +131,6 @@ def local_dir(storage: str | None, name: str) -> Path:
 
 def remote_dir(storage: str | None, name: str) -> str | None:
     """The experiment's folder on a URI storage (where Ray Tune writes it); None for a local one."""
-    from nuclei_search.cluster.storage import join
 
     root = storage_root(storage)
     return join(root, name) if is_remote(root) else None
@@ -138,7 +138,6 @@ def remote_dir(storage: str | None, name: str) -> str | None:
 
 def _fetch(storage: str | None, name: str, results: bool) -> None:
     """Bring an experiment on a URI storage into its local mirror (nothing to do on a local one)."""
-    from nuclei_search.cluster import storage as store
 
     remote = remote_dir(storage, name) if NAME_PATTERN.match(name) else None
     if remote is None or not store.exists(store.join(remote, EXPERIMENT_FILE)):

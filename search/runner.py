@@ -13,15 +13,16 @@ import os
 import time
 from pathlib import Path
 
+from nuclei_search.cluster.runtime import connect
 from nuclei_search.contract import METRIC, MODE, RANK_METRIC, STUDY_FILE, TIME_ATTR
 from nuclei_search.errors import ConfigError, ExperimentError
 from nuclei_search.lock import writer_lock
 from nuclei_search.search.experiment import (
     SearchOptions,
     check_space,
-    effective_space,
     check_study,
     claim,
+    effective_space,
     find_experiment,
     load_options,
     local_dir,
@@ -229,7 +230,6 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
     """Continue an interrupted search: finished trials are kept, unfinished ones continue.
 
     Refused while another process writes the experiment, and when its space.yaml was edited."""
-    from nuclei_search.cluster.runtime import connect
 
     experiment = find_experiment(ref, storage, results=False)
     options = load_options(experiment)

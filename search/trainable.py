@@ -20,6 +20,8 @@ from pathlib import Path
 from ray import tune
 
 from nuclei_search.contract import RANK_METRIC
+from nuclei_search.quiet import import_tensorflow
+from nuclei_search.search.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +87,8 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
     """Ray Tune function trainable. `config` holds the sampled values plus the fixed ones."""
     import ray
 
-    from nuclei_search.quiet import import_tensorflow
-
     import_tensorflow()  # TensorFlow's start-up lines stay out of the trial's log (TF_CPP_MIN_LOG_LEVEL=3)
     from nuclei_search.models.train import train
-    from nuclei_search.search.space import SearchSpace
 
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", THREAD_TIMEOUT_S)
     space = SearchSpace.from_text(space_text, source=space_source or "<space>")

@@ -22,7 +22,7 @@ from typing import Sequence
 import optuna
 
 from nuclei_search.config import TrialConfig
-from nuclei_search.errors import ConfigError, ExperimentError
+from nuclei_search.errors import ConfigError, ExperimentError, NucleiSearchError
 from nuclei_search.search.experiment import EXPERIMENT_FILE, SPACE_FILE, STUDY_FILE, find_experiment, load_options
 from nuclei_search.search.space import EFFICIENTNET, VARIANT_PARAM, SearchSpace
 
@@ -39,7 +39,6 @@ def experiment_fingerprint(experiment: Path, space: SearchSpace) -> str | None:
     if recorded:
         return str(recorded)
     from nuclei_search.data_pipeline.preprocess import prepare
-    from nuclei_search.errors import NucleiSearchError
 
     config = space.resolve(space.corner_samples()[0])
     try:

@@ -91,3 +91,46 @@ def test_no_two_modules_import_each_other():
         if node not in index:
             visit(node)
     assert not cycles, f"modules importing each other: {cycles}"
+
+
+#: Third-party libraries slow enough to import (or to start) that modules import them lazily.
+HEAVY = {"tensorflow", "keras", "ray", "optuna", "keras_tuner", "plotly", "matplotlib", "pandas", "skimage",
+         "scipy", "cv2", "starlette", "uvicorn"}
+
+
+def top_level_imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def test_function_level_imports_are_only_for_heavy_libraries():
+    """A project module is imported inside a function only when importing it loads a heavy
+    third-party library (directly or through its own module-level imports); the rest are
+    imported at the top, where a reader sees a module's dependencies."""
+    modules = {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    top = {name: top_level_imports(path) for name, path in modules.items()}
+    heavy: dict[str, bool] = {}
+
+    def is_heavy(name: str) -> bool:
+        if name not in heavy:
+            heavy[name] = False  # a cycle cannot make a module heavy
+            heavy[name] = any(n.split(".")[0] in HEAVY or (n in modules and is_heavy(n)) for n in top[name])
+        return heavy[name]
+
+    light_lazy = []
+    for name, path in modules.items():
+        for function in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in function.body:
+                    if not isinstance(node, ast.ImportFrom) or node.module not in modules:
+                        continue
+                    targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names
+                                               if f"{node.module}.{a.name}" in modules]  # submodules
+                    if not any(is_heavy(target) for target in targets):
+                        light_lazy.append(f"{name}.{function.name}: {node.module}")
+    assert not light_lazy, "import these at the top of the module: " + ", ".join(sorted(light_lazy))

@@ -17,6 +17,7 @@ import sys
 from nuclei_search import __version__
 from nuclei_search.errors import NucleiSearchError
 from nuclei_search.outputs import STORAGE_ERRNOS
+from nuclei_search.quiet import quiet_tensorflow_import
 
 # Command modules, in the order `--help` lists them.
 COMMAND_MODULES = (
@@ -57,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     # or a command's --verbose; set before anything imports TensorFlow
     loud = args.verbose or getattr(args, "ray_verbose", False)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if loud else "3")
-    from nuclei_search.quiet import quiet_tensorflow_import
 
     quiet_tensorflow_import()  # TensorFlow's start-up lines off stderr when (if) a command loads it
     level = logging.WARNING - 10 * min(args.verbose, 2)

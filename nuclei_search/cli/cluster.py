@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from nuclei_search.cluster.launcher import run_launcher, validate_launcher_config
+from nuclei_search.cluster.status import cluster_status, format_table
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -39,7 +42,6 @@ def register(sub) -> None:
 
 
 def status_cmd(args: argparse.Namespace) -> int:
-    from nuclei_search.cluster.status import cluster_status, format_table
 
     status = cluster_status(args.address)
     if args.format == "json":
@@ -50,7 +52,6 @@ def status_cmd(args: argparse.Namespace) -> int:
 
 
 def validate_cmd(args: argparse.Namespace) -> int:
-    from nuclei_search.cluster.launcher import validate_launcher_config
 
     prepared = validate_launcher_config(args.config)
     types = prepared["available_node_types"]
@@ -65,6 +66,5 @@ def validate_cmd(args: argparse.Namespace) -> int:
 
 
 def launcher_cmd(args: argparse.Namespace) -> int:
-    from nuclei_search.cluster.launcher import run_launcher
 
     return run_launcher(args.action, args.config)

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from nuclei_search.data_pipeline.fingerprint import describe
 from nuclei_search.errors import DataError
 from nuclei_search.outputs import STORAGE_ERRNOS, reason
 
@@ -42,7 +43,6 @@ def register(subparsers) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from nuclei_search.data_pipeline.fingerprint import describe
     from nuclei_search.data_pipeline.preprocess import find_prepared
     from nuclei_search.data_pipeline.sources import open_source
 

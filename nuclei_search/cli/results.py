@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from nuclei_search.results.leaderboard import FORMATS
+from nuclei_search.results.trials import load_experiment
 
 STORAGE_HELP = "storage root the experiments are in (default ./experiments or $NUCLEI_SEARCH_STORAGE)"
 # Columns left out of the terminal table (long paths; the other formats keep them).
@@ -221,7 +222,6 @@ def _print_table(table) -> None:
 
 def leaderboard_cmd(args: argparse.Namespace) -> int:
     from nuclei_search.results.leaderboard import ensemble_frame, experiment_frame, format_leaderboard, sort_leaderboard
-    from nuclei_search.results.trials import load_experiment
 
     experiment = load_experiment(args.experiment, args.storage)
     frame = sort_leaderboard(experiment_frame(experiment), args.sort, args.top, args.reverse)

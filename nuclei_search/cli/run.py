@@ -7,6 +7,7 @@ import time
 from importlib import resources
 
 from nuclei_search.search.experiment import ENGINES, KT_TUNERS, SCHEDULERS, SEARCHERS, SearchOptions
+from nuclei_search.search.runner import resume_search, run_search
 
 
 def quick_space() -> str:
@@ -97,7 +98,6 @@ def _quiet_libraries(args: argparse.Namespace) -> None:
 
 
 def run_cmd(args: argparse.Namespace) -> int:
-    from nuclei_search.search.runner import run_search
 
     _quiet_libraries(args)
 
@@ -116,7 +116,6 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 
 def resume_cmd(args: argparse.Namespace) -> int:
-    from nuclei_search.search.runner import resume_search
 
     _quiet_libraries(args)
 

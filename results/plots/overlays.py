@@ -13,6 +13,9 @@ import logging
 
 import numpy as np
 
+from nuclei_search.data_pipeline.augment import normalize_image
+from nuclei_search.errors import NucleiSearchError
+from nuclei_search.models.inference import predict_images
 from nuclei_search.results.plots import PlotUnavailable
 from nuclei_search.results.trials import TrialRecord
 
@@ -56,13 +59,10 @@ def prediction_panels(trial: TrialRecord, n_images: int = 4, max_side: int = 400
     """(PNG bytes of the figure, per-image scores) for up to `n_images` validation images."""
     from matplotlib.figure import Figure
 
-    from nuclei_search.data_pipeline.augment import normalize_image
-    from nuclei_search.models.evaluation import score_predictions
-    from nuclei_search.models.inference import predict_images
-    from nuclei_search.models.postprocess import instances_from_prediction
     from nuclei_search.data_pipeline.loader import load_data
+    from nuclei_search.models.evaluation import score_predictions
+    from nuclei_search.models.postprocess import instances_from_prediction
     from nuclei_search.models.unet import load_unet, pad_multiple
-    from nuclei_search.errors import NucleiSearchError
 
     checkpoint = trial.best_checkpoint
     if checkpoint is None:
