@@ -6,7 +6,7 @@ epoch trained by one trial); each method's anytime curve is the best validation 
 seen after every trained epoch, in the order the epochs finished. Random search runs
 `budget / 4` full-length trials (no early stopping). TPE + ASHA may start `budget / 2`
 trials; ASHA's rungs are at 2 and 4 epochs (grace period 2: after one epoch at 64 px a
-from-scratch U-Net's IoU is mostly noise, STYLE.md) and a Ray Tune stopper ends the
+from-scratch U-Net's IoU is mostly noise) and a Ray Tune stopper ends the
 search once its trials have trained the budget. Hyperband (factor 2, one iteration)
 spends what its brackets spend.
 

@@ -150,11 +150,10 @@ def make_train_dataset(prepared: PreparedDataset, ids: Sequence[str], config, cp
     if cpus:
         options.threading.private_threadpool_size = int(cpus)
         options.threading.max_intra_op_parallelism = 1
-        # Parallelism and prefetch are fixed above, so autotune has nothing to tune. Its thread made
-        # freeing the iterator wait seconds (py-spy: ~RootDataset::Iterator in ~LogicalThreadWrapper),
-        # and with Ray's reuse_actors the next trial's reset joins the stopped trial's thread, which
-        # frees this iterator: a slot idled 4-40 s. It also slowed training epochs up to 1.6x on
-        # 2 cores (BENCHMARKS.md, `orchestration` and `input_pipeline`).
+        # Parallelism and prefetch are fixed above, so autotune has nothing to tune. Its thread makes
+        # freeing the iterator wait seconds, and with Ray's reuse_actors the next trial's reset joins
+        # the stopped trial's thread, which frees this iterator; it also competes with training for
+        # the trial's cores (BENCHMARKS.md, `orchestration` and `input_pipeline`).
         options.autotune.enabled = False
     return dataset.with_options(options)
 

@@ -118,7 +118,7 @@ def read_zip_entry(zf: zipfile.ZipFile, name: str, display: str, size: int | Non
         raise DataError(f"cannot read {display}: damaged data ({str(exc).splitlines()[0] if str(exc) else exc})") from None
     except KeyError:
         raise DataError(f"cannot read {display}: no such entry") from None
-    except OSError as exc:  # the archive itself, as before this reader
+    except OSError as exc:  # reading the archive itself failed
         raise DataError(f"cannot read {display}: {exc}") from None
 
 

@@ -135,7 +135,9 @@ def build_encoder(config: TrialConfig) -> tuple[keras.Model, tuple[int, ...]]:
     """The nested ``encoder`` sub-model for ``config`` and the strides of its outputs.
 
     Loads the configured encoder weights; when they are ``none``, every encoder
-    BatchNorm layer gets momentum 0.9 (see STYLE.md, BatchNorm pitfall).
+    BatchNorm layer gets momentum 0.9: keras.applications sets 0.999, tuned for fine-tuning
+    pretrained statistics; from scratch, running statistics that slow lag the weights for
+    hundreds of steps and validation (inference mode) predicts background for epochs.
     """
     depth = int(config.decoder_depth)
     weights = str(config.encoder_weights)

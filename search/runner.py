@@ -92,7 +92,7 @@ def build_scheduler(options: SearchOptions, epochs: int):
 
     asha, median = (RefitASHA, RefitMedianStoppingRule) if options.refit_top else (ASHAScheduler, MedianStoppingRule)
     if options.scheduler == "asha":
-        # default grace: a from-scratch encoder may predict all background for its first epoch (STYLE.md)
+        # default grace: a from-scratch encoder may predict all background for its first epochs
         grace = options.grace_period or max(1, epochs // 4)
         return asha(time_attr=TIME_ATTR, max_t=epochs, grace_period=grace, reduction_factor=2)
     if options.scheduler == "hyperband":

@@ -28,10 +28,9 @@ log = logging.getLogger(__name__)
 STARTS_FILE = "trial_starts.jsonl"  # one line per (re)start of the trial's training
 #: How long Ray waits for a stopped trial's thread to end before it reuses this worker for the
 #: next trial (`reuse_actors`). As the thread ends it frees the trial's model, traced graphs
-#: and tf.data pipeline (prefetch threads), which took over 2 s (Ray's default) on a loaded
-#: 2-core machine: the reset then fails and Ray errors the next trial (seen with py-spy in 1
-#: of 16 tiny trials; the quick search once hung after it). Ray reads the variable in the
-#: worker at each reset, so a trial sets it for the ones after it.
+#: and tf.data pipeline (prefetch threads), which can take more than Ray's default 2 s on a
+#: loaded 2-core machine; the reset would then fail and Ray would error the next trial. Ray
+#: reads the variable in the worker at each reset, so a trial sets it for the ones after it.
 THREAD_TIMEOUT_S = "60"
 STAGING_PREFIX = "nuclei-ckpt-"  # + "<pid>-": checkpoint staging folders in the temp dir
 
