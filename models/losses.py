@@ -1,8 +1,11 @@
 """Segmentation losses, applied over all output channels (mask, and boundary if any).
 
-Each is a registered, serialisable ``keras.losses.Loss`` returning one value per
-sample (mean over pixels and channels), so ``sample_weight`` and Keras' reduction
-work as usual. ``get_loss(name)`` maps ``TrialConfig.loss`` to an instance.
+Binary cross-entropy and focal loss are Keras' own (`keras.losses.BinaryCrossentropy`,
+`BinaryFocalCrossentropy` with class balancing), registered under this package's names so
+models saved with them load; soft Dice and BCE + Dice are written here (Keras' `Dice` loss
+pools the whole batch into one ratio, these take it per sample and channel). Every loss
+averages over pixels and channels and Keras' reduction over the batch, so `sample_weight`
+works as usual. ``get_loss(name)`` maps ``TrialConfig.loss`` to an instance.
 """
 
 from __future__ import annotations
@@ -23,20 +26,12 @@ def _prep(y_true, y_pred):
     return y_true, ops.clip(y_pred, _EPS, 1.0 - _EPS)
 
 
-def _bce_map(y_true, y_pred):
-    return -(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
-
-
 @keras.saving.register_keras_serializable(package="nuclei_search")
-class BinaryCrossentropyLoss(keras.losses.Loss):
-    """Pixel-wise binary cross-entropy on sigmoid probabilities."""
+class BinaryCrossentropyLoss(keras.losses.BinaryCrossentropy):
+    """Keras' pixel-wise binary cross-entropy on sigmoid probabilities, named ``bce``."""
 
-    def __init__(self, name: str = "bce", reduction: str = "sum_over_batch_size", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    def call(self, y_true, y_pred):
-        y_true, y_pred = _prep(y_true, y_pred)
-        return ops.mean(_bce_map(y_true, y_pred), axis=(1, 2, 3))
+    def __init__(self, name: str = "bce", reduction: str = "sum_over_batch_size", dtype=None, **kwargs):
+        super().__init__(name=name, reduction=reduction, dtype=dtype, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="nuclei_search")
@@ -73,7 +68,8 @@ class BCEDiceLoss(keras.losses.Loss):
         self._dice = DiceLoss(smooth=smooth)
 
     def call(self, y_true, y_pred):
-        return self.bce_weight * self._bce.call(y_true, y_pred) + self.dice_weight * self._dice.call(y_true, y_pred)
+        bce = ops.mean(self._bce.call(y_true, y_pred), axis=_SPATIAL)  # Keras' BCE: per pixel, channels averaged
+        return self.bce_weight * bce + self.dice_weight * self._dice.call(y_true, y_pred)
 
     def get_config(self):
         return {**super().get_config(), "bce_weight": self.bce_weight, "dice_weight": self.dice_weight,
@@ -81,24 +77,14 @@ class BCEDiceLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="nuclei_search")
-class FocalLoss(keras.losses.Loss):
-    """Binary focal loss (Lin et al. 2017): −α_t (1 − p_t)^γ log p_t, mean over pixels."""
+class FocalLoss(keras.losses.BinaryFocalCrossentropy):
+    """Keras' binary focal loss (Lin et al. 2017) with class balancing, −α_t (1 − p_t)^γ log p_t,
+    named ``focal``."""
 
     def __init__(self, alpha: float = 0.25, gamma: float = 2.0, name: str = "focal",
-                 reduction: str = "sum_over_batch_size", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = float(alpha)
-        self.gamma = float(gamma)
-
-    def call(self, y_true, y_pred):
-        y_true, y_pred = _prep(y_true, y_pred)
-        p_t = y_true * y_pred + (1.0 - y_true) * (1.0 - y_pred)
-        alpha_t = y_true * self.alpha + (1.0 - y_true) * (1.0 - self.alpha)
-        focal = alpha_t * ops.power(1.0 - p_t, self.gamma) * _bce_map(y_true, y_pred)
-        return ops.mean(focal, axis=(1, 2, 3))
-
-    def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
+                 reduction: str = "sum_over_batch_size", dtype=None, **kwargs):
+        kwargs.setdefault("apply_class_balancing", True)
+        super().__init__(alpha=alpha, gamma=gamma, name=name, reduction=reduction, dtype=dtype, **kwargs)
 
 
 LOSSES = {

@@ -61,11 +61,34 @@ def test_dice_loss_empty_target_and_empty_prediction_is_zero():
     assert float(get_loss("dice")(z, z)) == pytest.approx(0.0, abs=1e-5)
 
 
-def test_bce_matches_keras():
-    y, p = _masks(1)
-    ours = float(get_loss("bce")(y, p))
-    ref = float(keras.losses.BinaryCrossentropy()(y, p))
-    assert ours == pytest.approx(ref, rel=1e-4)
+def test_losses_are_the_textbook_formulas_over_every_pixel_and_channel():
+    """bce and focal are Keras' own losses; bce_dice adds the per-sample Dice. Checked against
+    the formulas in NumPy, with two channels and a batch of two."""
+    y, p = _masks(2)
+    y = np.concatenate([y, 1.0 - y], axis=-1).repeat(2, axis=0)
+    p = np.concatenate([p, 1.0 - p], axis=-1).repeat(2, axis=0)
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    bce = -(y * np.log(q) + (1 - y) * np.log(1 - q))
+    p_t = y * q + (1 - y) * (1 - q)
+    focal = (y * 0.25 + (1 - y) * 0.75) * (1 - p_t) ** 2 * bce
+    dice = 1 - (2 * (y * q).sum(axis=(1, 2)) + 1) / (y.sum(axis=(1, 2)) + q.sum(axis=(1, 2)) + 1)
+    assert float(get_loss("bce")(y, p)) == pytest.approx(bce.mean(), rel=1e-4)
+    assert float(get_loss("focal")(y, p)) == pytest.approx(focal.mean(), rel=1e-4)
+    assert float(get_loss("bce_dice")(y, p)) == pytest.approx(bce.mean() + dice.mean(), rel=1e-4)
+    assert isinstance(get_loss("bce"), keras.losses.BinaryCrossentropy)
+    assert isinstance(get_loss("focal"), keras.losses.BinaryFocalCrossentropy)
+
+
+def test_models_saved_with_the_earlier_loss_configs_still_load():
+    """A checkpoint holds its loss's config; the ones written before the losses became Keras'
+    (name, reduction and dtype only; focal with alpha and gamma) deserialise to the same loss."""
+    for name, config in (("BinaryCrossentropyLoss", {"name": "bce", "reduction": "sum_over_batch_size", "dtype": None}),
+                         ("FocalLoss", {"name": "focal", "reduction": "sum_over_batch_size", "dtype": None,
+                                        "alpha": 0.25, "gamma": 2.0})):
+        loss = keras.losses.deserialize({"module": None, "class_name": name, "config": config,
+                                         "registered_name": f"nuclei_search>{name}"})
+        y, p = _masks(1)
+        assert float(loss(y, p)) == pytest.approx(float(get_loss(config["name"])(y, p)))
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
