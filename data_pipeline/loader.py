@@ -71,30 +71,20 @@ def pack_images(prepared: PreparedDataset, ids: Sequence[str], boundary: bool):
     return data, offsets, shapes.astype(np.int32), bounds, channels
 
 
-def make_train_dataset(prepared: PreparedDataset, ids: Sequence[str], config, cpus: int | None = None):
-    """Infinite tf.data.Dataset of batches (image float32 [B,S,S,3], target float32 [B,S,S,C]).
-
-    S = config.image_size, C = 2 if config.boundary_channel else 1 (semantic, boundary).
-    Each pass over the data draws `config.crops_per_image` random crops per image in a
-    fresh order; use `steps_per_epoch(len(ids), config)` as Keras' steps_per_epoch.
-    `cpus` bounds the tf.data thread pool (default: TensorFlow's choice).
-    """
+def crop_sampler(prepared: PreparedDataset, ids: Sequence[str], config):
+    """The training images packed into one tensor, and `crop(index, seed) -> (image, target)`:
+    one random S×S crop of image `index` (zero-padded when the image is smaller; scaled first
+    under the `strong` policies), normalised and augmented, from a shape-[2] stateless seed."""
     import tensorflow as tf
 
-    ids = list(ids)
-    if not ids:
-        raise DataError("no training images: the training split is empty")
     size = int(config.image_size)
     policy = config.augment
     scale_low, scale_high = crop_scale_range(policy)
-    boundary = bool(config.boundary_channel)
-    data_np, offsets_np, shapes_np, bounds_np, channels = pack_images(prepared, ids, boundary)
+    data_np, offsets_np, shapes_np, bounds_np, channels = pack_images(prepared, ids, bool(config.boundary_channel))
     log.info("training data in memory: %d images, %.1f MB", len(ids), data_np.nbytes / 2**20)
     data = tf.constant(data_np)
     del data_np
-    offsets = tf.constant(offsets_np)
-    shapes = tf.constant(shapes_np)
-    bounds = tf.constant(bounds_np)
+    offsets, shapes, bounds = tf.constant(offsets_np), tf.constant(shapes_np), tf.constant(bounds_np)
     n_targets = channels - 3
 
     def crop(index, seed):
@@ -129,33 +119,55 @@ def make_train_dataset(prepared: PreparedDataset, ids: Sequence[str], config, cp
         target.set_shape([size, size, n_targets])
         return image, target
 
-    n = len(ids)
-    per_epoch = n * int(config.crops_per_image)
-    order = (
-        tf.data.Dataset.range(n)
-        .repeat(int(config.crops_per_image))
-        .shuffle(per_epoch, seed=int(config.seed), reshuffle_each_iteration=True)
-        .repeat()
-    )
-    seeds = tf.data.Dataset.random(seed=int(config.seed)).batch(2)
-    parallel = int(cpus) if cpus else tf.data.AUTOTUNE
-    dataset = (
-        tf.data.Dataset.zip((order, seeds))
-        .map(crop, num_parallel_calls=parallel, deterministic=True)
-        .batch(int(config.batch_size), drop_remainder=True)
-        .prefetch(2)
-    )
+    return crop
+
+
+def pipeline_options(cpus: int | None):
+    """Deterministic tf.data options; with `cpus`, a private pool of that many threads and no autotune."""
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.deterministic = True
     if cpus:
         options.threading.private_threadpool_size = int(cpus)
         options.threading.max_intra_op_parallelism = 1
-        # Parallelism and prefetch are fixed above, so autotune has nothing to tune. Its thread makes
+        # Parallelism and prefetch are fixed, so autotune has nothing to tune. Its thread makes
         # freeing the iterator wait seconds, and with Ray's reuse_actors the next trial's reset joins
         # the stopped trial's thread, which frees this iterator; it also competes with training for
         # the trial's cores (BENCHMARKS.md, `orchestration` and `input_pipeline`).
         options.autotune.enabled = False
-    return dataset.with_options(options)
+    return options
+
+
+def make_train_dataset(prepared: PreparedDataset, ids: Sequence[str], config, cpus: int | None = None):
+    """Infinite tf.data.Dataset of batches (image float32 [B,S,S,3], target float32 [B,S,S,C]).
+
+    S = config.image_size, C = 2 if config.boundary_channel else 1 (semantic, boundary).
+    Each pass over the data draws `config.crops_per_image` random crops per image in a
+    fresh order; use `steps_per_epoch(len(ids), config)` as Keras' steps_per_epoch.
+    `cpus` bounds the tf.data thread pool (default: TensorFlow's choice).
+    """
+    import tensorflow as tf
+
+    ids = list(ids)
+    if not ids:
+        raise DataError("no training images: the training split is empty")
+    crop = crop_sampler(prepared, ids, config)
+    per_epoch = len(ids) * int(config.crops_per_image)
+    order = (
+        tf.data.Dataset.range(len(ids))
+        .repeat(int(config.crops_per_image))
+        .shuffle(per_epoch, seed=int(config.seed), reshuffle_each_iteration=True)
+        .repeat()
+    )
+    seeds = tf.data.Dataset.random(seed=int(config.seed)).batch(2)
+    dataset = (
+        tf.data.Dataset.zip((order, seeds))
+        .map(crop, num_parallel_calls=int(cpus) if cpus else tf.data.AUTOTUNE, deterministic=True)
+        .batch(int(config.batch_size), drop_remainder=True)
+        .prefetch(2)
+    )
+    return dataset.with_options(pipeline_options(cpus))
 
 
 def val_arrays(prepared: PreparedDataset, ids: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
