@@ -251,38 +251,53 @@ def connect(
         return
     target = address if isinstance(address, RayAddress) else parse_address(address)
     if target.kind == "local":
-        log.info("starting a local Ray (dashboard %s)", "on 127.0.0.1" if include_dashboard else "off")
-        kwargs: dict = {
-            "address": "local",
-            "num_cpus": num_cpus,
-            "num_gpus": num_gpus,
-            "include_dashboard": include_dashboard,
-            "runtime_env": {"env_vars": dict(WORKER_ENV_VARS)},
-            "namespace": namespace,
-            "logging_level": logging.WARNING,
-            "log_to_driver": log_to_driver,
-        }
-        if include_dashboard:
-            kwargs["dashboard_host"] = "127.0.0.1"
-        keep_local_ray_on_loopback()
-        # Ray turns token authentication on for a new local cluster (good) and says so on every
-        # start (a line the user cannot act on): the setting stays, the line goes
-        logging.getLogger(RAY_TOKEN_AUTH_LOGGER).addFilter(_TokenAuthNotice())
-        ray.init(**kwargs)
+        _start_local_ray(num_cpus, num_gpus, include_dashboard, namespace, log_to_driver)
         return
-
     if num_cpus is not None or num_gpus is not None:
         raise ConfigError(
             f"num_cpus/num_gpus only size a local Ray; the cluster at {target.text} gets its "
             "resources from its nodes (`ray start --num-cpus/--num-gpus` or the launcher YAML)")
     probe(target)
+    _join_cluster(target, _cluster_runtime_env(ship_code), namespace, log_to_driver)
+
+
+def _start_local_ray(num_cpus, num_gpus, include_dashboard: bool, namespace, log_to_driver: bool) -> None:
+    """A private Ray on this machine, on 127.0.0.1 (its dashboard too, when on)."""
+    import ray
+
+    log.info("starting a local Ray (dashboard %s)", "on 127.0.0.1" if include_dashboard else "off")
+    kwargs: dict = {
+        "address": "local",
+        "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
+        "include_dashboard": include_dashboard,
+        "runtime_env": {"env_vars": dict(WORKER_ENV_VARS)},
+        "namespace": namespace,
+        "logging_level": logging.WARNING,
+        "log_to_driver": log_to_driver,
+    }
+    if include_dashboard:
+        kwargs["dashboard_host"] = "127.0.0.1"
+    keep_local_ray_on_loopback()
+    # Ray turns token authentication on for a new local cluster (good) and says so on every
+    # start (a line the user cannot act on): the setting stays, the line goes
+    logging.getLogger(RAY_TOKEN_AUTH_LOGGER).addFilter(_TokenAuthNotice())
+    ray.init(**kwargs)
+
+
+def _cluster_runtime_env(ship_code: bool) -> dict | None:
+    """What to ship when joining a cluster: the project's code, unless a Ray Job already did
+    (its --working-dir / runtime_env) or nothing will run (`ship_code=False`)."""
     if in_ray_job():
-        runtime_env = None  # the job's --working-dir / runtime_env already ships the code
         log.info("inside a Ray Job: code comes with the job's runtime_env")
-    elif ship_code:
-        runtime_env = project_runtime_env()
-    else:
-        runtime_env = None  # a look at the cluster runs no project code
+        return None
+    return project_runtime_env() if ship_code else None
+
+
+def _join_cluster(target: RayAddress, runtime_env: dict | None, namespace, log_to_driver: bool) -> None:
+    """`ray.init` against a running cluster; its failures become one-line ClusterConnectionErrors."""
+    import ray
+
     log.info("connecting to the Ray cluster at %s", target.text)
     # A fresh Ray Client proxy sometimes fails to start the per-client server on the
     # first connection ("Initialization failure from server"); a second try succeeds.
