@@ -35,22 +35,88 @@ def trial_folder(experiment: Path, trial_id: str) -> Path:
     return experiment / f"{KT_TRIAL_PREFIX}{trial_id}"
 
 
-def _make_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, overwrite: bool, progress: bool):
+def _make_oracle(options: SearchOptions, epochs: int):
     import keras_tuner as kt
 
-    from nuclei_search.models.train import TrainState, train, write_history_csv
-
     objective = kt.Objective(METRIC, direction="max")
-    epochs = int(space.fixed.get("epochs") or 10)
     failures = {"max_retries_per_trial": options.max_failures, "max_consecutive_failed_trials": 3}
     if options.kt_tuner == "hyperband":
-        oracle = kt.oracles.HyperbandOracle(objective=objective, max_epochs=epochs, factor=2,
-                                            hyperband_iterations=1, seed=options.seed, **failures)
-    else:
-        oracle = kt.oracles.BayesianOptimizationOracle(objective=objective, max_trials=options.num_samples,
-                                                       seed=options.seed, **failures)
+        return kt.oracles.HyperbandOracle(objective=objective, max_epochs=epochs, factor=2,
+                                          hyperband_iterations=1, seed=options.seed, **failures)
+    return kt.oracles.BayesianOptimizationOracle(objective=objective, max_trials=options.num_samples,
+                                                 seed=options.seed, **failures)
+
+
+def _hyperband_round(hp, config, experiment: Path, folder: Path):
+    """(config, checkpoint to resume from): a Hyperband round trains up to its epochs, continuing
+    its parent trial's run (the parent's best checkpoint copied in, so the best so far counts)."""
+    if "tuner/epochs" not in hp.values:
+        return config, None
+    config = config.replace(epochs=int(hp.get("tuner/epochs")))
+    parent = hp.values.get("tuner/trial_id")
+    candidate = trial_folder(experiment, parent) / LAST_CHECKPOINT if parent else None
+    if candidate is None or not (candidate / "train_state.json").is_file():
+        return config, None
+    parent_best = candidate.parent / BEST_CHECKPOINT
+    if parent_best.is_dir() and not (folder / BEST_CHECKPOINT).exists():
+        shutil.copytree(parent_best, folder / BEST_CHECKPOINT)
+    return config, str(candidate)
+
+
+class _EpochRecorder:
+    """The train hook of a KerasTuner trial: result.json and progress.csv rows as Ray Tune writes
+    them, and the last and best checkpoints, each replaced atomically."""
+
+    def __init__(self, folder: Path, trial_id: str, results):
+        self.folder, self.trial_id, self.results = folder, trial_id, results
+        self.started = time.perf_counter()
+
+    def __call__(self, epoch: int, row: dict, model, state) -> None:
+        from nuclei_search.models.train import write_history_csv
+
+        record = {**row, "trial_id": self.trial_id, "training_iteration": epoch,
+                  "time_total_s": time.perf_counter() - self.started, "timestamp": time.time()}
+        self.results.write(json.dumps(record) + "\n")
+        self.results.flush()
+        write_history_csv([{**r, "trial_id": self.trial_id} for r in state.history], self.folder / "progress.csv")
+        with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
+            state.save(tmp, model)
+            if state.best.get("epoch") == epoch:
+                _replace_dir(Path(tmp), self.folder / BEST_CHECKPOINT, copy=True)
+            _replace_dir(Path(tmp), self.folder / LAST_CHECKPOINT, copy=False)
+
+
+def _run_trial(space: SearchSpace, experiment: Path, trial) -> dict:
+    """Train one KerasTuner trial into its folder; its objective, or FailedTrialError."""
+    import keras_tuner as kt
+
+    from nuclei_search.models.train import train
+
+    hp = trial.hyperparameters
+    sampled = space.keras_tuner_values(hp)
+    folder = trial_folder(experiment, trial.trial_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    config, resume_from = _hyperband_round(hp, space.resolve(sampled), experiment, folder)
+    (folder / "params.json").write_text(json.dumps({**sampled, "resolved": config.to_dict()}, indent=1))
+    status = {"status": "TERMINATED", "error": None, "engine": "keras-tuner"}
+    with open(folder / "result.json", "a") as results:
+        try:
+            result = train(config, _EpochRecorder(folder, trial.trial_id, results), cpus=None, resume_from=resume_from)
+        except Exception as exc:
+            status.update(status="ERROR", error=f"{type(exc).__name__}: {exc}")
+            (folder / KT_STATUS_FILE).write_text(json.dumps(status))
+            raise kt.errors.FailedTrialError(str(exc)) from exc
+    status["best_epoch"] = result.best.get("epoch")
+    (folder / KT_STATUS_FILE).write_text(json.dumps(status))
+    return {METRIC: float(result.best[METRIC])}
+
+
+def _make_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, overwrite: bool):
+    import keras_tuner as kt
 
     class UNetTuner(kt.engine.base_tuner.BaseTuner):
+        """A tuner with no hypermodel: each trial is one `models.train.train` run."""
+
         def _populate_initial_space(self):
             """Declare the whole YAML space up front (there is no hypermodel to build)."""
             hp = self.oracle.get_space()
@@ -58,53 +124,9 @@ def _make_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, ov
             self.oracle.update_space(hp)
 
         def run_trial(self, trial, *args, **kwargs):
-            hp = trial.hyperparameters
-            sampled = space.keras_tuner_values(hp)
-            config = space.resolve(sampled)
-            resume_from = None
-            if "tuner/epochs" in hp.values:  # Hyperband: train up to this round's epochs
-                config = config.replace(epochs=int(hp.get("tuner/epochs")))
-                parent = hp.values.get("tuner/trial_id")
-                if parent:
-                    candidate = trial_folder(experiment, parent) / LAST_CHECKPOINT
-                    if (candidate / "train_state.json").is_file():
-                        resume_from = str(candidate)
-            folder = trial_folder(experiment, trial.trial_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            if resume_from is not None:  # the trial continues its parent's run, best so far included
-                parent_best = Path(resume_from).parent / BEST_CHECKPOINT
-                if parent_best.is_dir() and not (folder / BEST_CHECKPOINT).exists():
-                    shutil.copytree(parent_best, folder / BEST_CHECKPOINT)
-            (folder / "params.json").write_text(json.dumps({**sampled, "resolved": config.to_dict()}, indent=1))
-            started = time.perf_counter()
-            results = open(folder / "result.json", "a")
+            return _run_trial(space, experiment, trial)
 
-            def on_epoch(epoch: int, row: dict, model, state: TrainState) -> None:
-                record = {**row, "trial_id": trial.trial_id, "training_iteration": epoch,
-                          "time_total_s": time.perf_counter() - started, "timestamp": time.time()}
-                results.write(json.dumps(record) + "\n")
-                results.flush()
-                write_history_csv([{**r, "trial_id": trial.trial_id} for r in state.history],
-                                  folder / "progress.csv")
-                with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                    state.save(tmp, model)
-                    if state.best.get("epoch") == epoch:
-                        _replace_dir(Path(tmp), folder / BEST_CHECKPOINT, copy=True)
-                    _replace_dir(Path(tmp), folder / LAST_CHECKPOINT, copy=False)
-
-            status = {"status": "TERMINATED", "error": None, "engine": "keras-tuner"}
-            try:
-                result = train(config, on_epoch, cpus=None, resume_from=resume_from)
-            except Exception as exc:
-                status.update(status="ERROR", error=f"{type(exc).__name__}: {exc}")
-                (folder / KT_STATUS_FILE).write_text(json.dumps(status))
-                raise kt.errors.FailedTrialError(str(exc)) from exc
-            finally:
-                results.close()
-            status["best_epoch"] = result.best.get("epoch")
-            (folder / KT_STATUS_FILE).write_text(json.dumps(status))
-            return {METRIC: float(result.best[METRIC])}
-
+    oracle = _make_oracle(options, int(space.fixed.get("epochs") or 10))
     return UNetTuner(oracle=oracle, directory=str(experiment), project_name=KT_DIR, overwrite=overwrite)
 
 
@@ -137,7 +159,7 @@ def _search(options: SearchOptions, experiment: Path, overwrite: bool, progress:
     if space.start_from:  # KerasTuner's oracles have no API to enqueue given points
         log.warning("the space's start_from entries are not used by the keras-tuner engine "
                     "(Ray Tune + Optuna evaluates them first: --engine ray)")
-    tuner = _make_tuner(options, space, experiment, overwrite=False, progress=progress)
+    tuner = _make_tuner(options, space, experiment, overwrite=False)
     started = time.perf_counter()
     tuner.search(verbose=1 if progress else 0)
     wall = time.perf_counter() - started
