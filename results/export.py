@@ -205,56 +205,23 @@ def export_trial(
 
     With `postprocess` (and the validation split at hand, not `retrain`), the
     postprocessing is chosen on the validation split and stored in the card."""
-    from nuclei_search.data_pipeline.loader import load_data
-    from nuclei_search.models.unet import load_unet
-
     out = Path(out)
     experiment = load_experiment(ref, storage)
     trial = select_trial(experiment, trial_id)
     config = trial.trial_config().replace(cache_dir=None)
     best = dict(trial.best or {})
     prepare_output_dir(out, overwrite, EXPORT_FILES)
-
     configure_tensorflow(cpus=cpus)
-    try:
-        prepared, train_ids, val_ids = load_data(config)
-    except NucleiSearchError as exc:
-        if verify or retrain:
-            raise
-        # --no-verify on a machine without the training data: export, with the data fields unknown
-        log.warning("data %r not available here (%s): the card will not record its fingerprint and split",
-                    config.data, exc)
-        prepared, train_ids, val_ids = None, [], []
+    prepared, train_ids, val_ids = _trial_data(config, required=verify or retrain)
     if retrain:
-        model, n_images, final_loss = retrain_full(config, int(trial.best_epoch), cpus=cpus, progress=progress)
-        training = {"retrained_full": True, "images": n_images, "epochs": int(trial.best_epoch),
-                    "final_loss": final_loss, "data": "train+val",
-                    "note": "retrained from scratch on train+val for the winning epoch count; the metrics "
-                            "below are the search run's validation metrics (no held-out data is left)"}
+        model, training = _retrained(config, trial, cpus, progress)
     else:
-        model = load_unet(trial.best_checkpoint / MODEL_FILE, compile=False)
-        training = {"retrained_full": False, "images": len(train_ids) if prepared is not None else None,
-                    "epochs": int(trial.best_epoch),
-                    "data": "train split", "checkpoint": str(trial.best_checkpoint)}
+        model, training = _best_checkpoint(trial, len(train_ids) if prepared is not None else None)
     files = save_model_files(model, out, saved_model)
-
-    verification, post_section, chosen = None, None, None
+    verification, chosen, post_section = None, None, None
     if prepared is not None and not retrain and (verify or postprocess):
-        from nuclei_search.data_pipeline.loader import val_arrays
-        from nuclei_search.models.inference import predict_images
-        from nuclei_search.models.unet import pad_multiple
-
-        val = val_arrays(prepared, val_ids)
-        reloaded = load_exported_model(out)
-        probs = predict_images(reloaded, [i for i, _ in val], multiple=pad_multiple(config))
-        labels = [lab for _, lab in val]
-        types = [prepared.types.get(i, "unknown") for i in val_ids]
-        if verify:
-            verification = verify_scores(probs, labels, config, float(best["val_iou"]), types)
-        if postprocess:
-            tta_probs = validation_tta(reloaded, [i for i, _ in val], pad_multiple(config), postprocess, tta)
-            chosen, post_section = choose_for_card(probs, labels, types, config, tta_probs, tta)
-
+        verification, chosen, post_section = _check_and_choose(out, config, prepared, val_ids, best, verify,
+                                                               postprocess, tta)
     card = {
         **card_header(experiment),
         "trial_id": trial.trial_id,
@@ -264,10 +231,7 @@ def export_trial(
                              len(train_ids) if prepared is not None else None, val_ids),
         "metrics": {
             "split": "validation",
-            "val_iou": best.get("val_iou"),
-            "val_dice": best.get("val_dice"),
-            "val_map": best.get("val_map"),
-            "val_iou_per_image": best.get("val_iou_per_image"),
+            **{key: best.get(key) for key in ("val_iou", "val_dice", "val_map", "val_iou_per_image")},
             "by_type": type_metrics(best),
             "best_epoch": trial.best_epoch,
             "epochs_run": trial.epochs_run,
@@ -283,6 +247,60 @@ def export_trial(
     log.info("exported trial %s of %s to %s", trial.trial_id, experiment.name, out)
     return ExportResult(out=out, card=card, verified_val_iou=verification["val_iou"] if verification else None,
                         files=files)
+
+
+def _trial_data(config: TrialConfig, required: bool):
+    """(prepared data, train ids, val ids) of the trial; without the data here and not `required`
+    (--no-verify), (None, [], []): the card then leaves the data fields unknown."""
+    from nuclei_search.data_pipeline.loader import load_data
+
+    try:
+        return load_data(config)
+    except NucleiSearchError as exc:
+        if required:
+            raise
+        log.warning("data %r not available here (%s): the card will not record its fingerprint and split",
+                    config.data, exc)
+        return None, [], []
+
+
+def _retrained(config: TrialConfig, trial: TrialRecord, cpus: int | None, progress: bool):
+    """The winning config trained again on train+val for the winning epoch count, and the card's `training`."""
+    model, n_images, final_loss = retrain_full(config, int(trial.best_epoch), cpus=cpus, progress=progress)
+    return model, {"retrained_full": True, "images": n_images, "epochs": int(trial.best_epoch),
+                   "final_loss": final_loss, "data": "train+val",
+                   "note": "retrained from scratch on train+val for the winning epoch count; the metrics "
+                           "below are the search run's validation metrics (no held-out data is left)"}
+
+
+def _best_checkpoint(trial: TrialRecord, n_train: int | None):
+    """The trial's best-epoch model (no optimizer state), and the card's `training`."""
+    from nuclei_search.models.unet import load_unet
+
+    model = load_unet(trial.best_checkpoint / MODEL_FILE, compile=False)
+    return model, {"retrained_full": False, "images": n_train, "epochs": int(trial.best_epoch),
+                   "data": "train split", "checkpoint": str(trial.best_checkpoint)}
+
+
+def _check_and_choose(out: Path, config: TrialConfig, prepared, val_ids: list, best: dict, verify: bool,
+                      postprocess: bool, tta: bool | None):
+    """The reloaded export predicts the validation split: its scores against the leaderboard's
+    (`verify`), and the postprocessing chosen there (`postprocess`). Returns (verification,
+    chosen Postprocess, card section), None where not asked."""
+    from nuclei_search.data_pipeline.loader import val_arrays
+    from nuclei_search.models.unet import pad_multiple
+
+    val = val_arrays(prepared, val_ids)
+    images, labels = [image for image, _ in val], [lab for _, lab in val]
+    types = [prepared.types.get(i, "unknown") for i in val_ids]
+    reloaded = load_exported_model(out)
+    probs = predict_images(reloaded, images, multiple=pad_multiple(config))
+    verification = verify_scores(probs, labels, config, float(best["val_iou"]), types) if verify else None
+    chosen, section = None, None
+    if postprocess:
+        tta_probs = validation_tta(reloaded, images, pad_multiple(config), postprocess, tta)
+        chosen, section = choose_for_card(probs, labels, types, config, tta_probs, tta)
+    return verification, chosen, section
 
 
 @one_writer
