@@ -52,11 +52,9 @@ def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
 
 
 def import_tensorflow() -> None:
-    """Import TensorFlow (a no-op once imported), quietly when TF_CPP_MIN_LOG_LEVEL=3."""
-    if "tensorflow" in sys.modules:
-        return
-    with native_stderr_silenced(wants_quiet()):
-        importlib.import_module("tensorflow")
+    """Import TensorFlow now (a no-op once imported), through the quiet import below."""
+    quiet_tensorflow_import()
+    importlib.import_module("tensorflow")
 
 
 class _QuietTensorFlowImport:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import html
 import logging
 from dataclasses import dataclass, field
@@ -202,7 +203,8 @@ def build_report(ref: str | Path, out: str | Path, *, storage: str | None = None
     experiment = load_experiment(ref, storage)
     frame = experiment_frame(experiment)
 
-    def study():
+    @functools.cache
+    def study():  # built once, for the three figures that plot it
         return optuna_plots.leaderboard_study(experiment)
 
     sections = [

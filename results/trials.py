@@ -17,11 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nuclei_search.contract import (
-    CARD_FILE, ENSEMBLE_RECORD, EXPERIMENT_FILE, KT_STATUS_FILE, KT_TRIAL_PREFIX, METRIC, MODEL_FILE, RAY_STATE_PATTERN,
-    STATE_FILE, TRAIN_HISTORY_FILE, read_result_lines,
-)
 from nuclei_search.config import TrialConfig
+from nuclei_search.contract import (
+    CARD_FILE,
+    ENSEMBLE_RECORD,
+    EXPERIMENT_FILE,
+    KT_STATUS_FILE,
+    KT_TRIAL_PREFIX,
+    METRIC,
+    MODEL_FILE,
+    RAY_STATE_PATTERN,
+    STATE_FILE,
+    TRAIN_HISTORY_FILE,
+    read_result_lines,
+)
 from nuclei_search.errors import ConfigError, ExperimentError
 from nuclei_search.search.experiment import SPACE_FILE, SearchOptions, find_experiment, load_options
 from nuclei_search.search.space import REFIT_OF, SearchSpace
@@ -237,7 +246,8 @@ def _resolve(space: SearchSpace | None, params: dict) -> dict | None:
         return None
 
 
-def load_space(path: Path, options: SearchOptions) -> SearchSpace | None:
+def load_space(path: Path) -> SearchSpace | None:
+    """The experiment's copy of its search space (None, with a warning, when unreadable)."""
     try:
         return SearchSpace.from_text((path / SPACE_FILE).read_text(), source=str(path / SPACE_FILE))
     except (OSError, ConfigError) as exc:
@@ -355,7 +365,7 @@ def load_experiment(ref: str | Path, storage: str | None = None) -> Experiment:
         return load_train_folder(Path(ref).expanduser())
     path = find_experiment(str(ref), storage)
     options = load_options(path)
-    space = load_space(path, options)
+    space = load_space(path)
     if options.engine == "keras-tuner":
         trials = _kt_trials(path, space)
     else:
