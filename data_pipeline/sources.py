@@ -29,6 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from nuclei_search.data_pipeline.cache import resolve_cache_dir
+from nuclei_search.data_pipeline.download import download_stage1_train
 from nuclei_search.data_pipeline.images import decode_image, decode_mask, png_size
 from nuclei_search.errors import DataError
 
@@ -370,7 +371,6 @@ def open_source(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = N
     if text == "synthetic" or text.startswith("synthetic:"):
         source = _folder_source(text, synthetic_dir(_parse_synthetic(text), cache_dir))
     elif text == "kaggle":
-        from nuclei_search.data_pipeline.download import download_stage1_train
 
         path = download_stage1_train(resolve_cache_dir(cache_dir))
         source = _zip_source(text, path, cache_dir)

@@ -28,8 +28,9 @@ from pathlib import Path
 import yaml
 
 from nuclei_search.cluster import storage as store
-from nuclei_search.cluster.storage import is_remote, join
+from nuclei_search.cluster.storage import is_remote, join, upload
 from nuclei_search.contract import EXPERIMENT_FILE, SPACE_FILE, STUDY_FILE
+from nuclei_search.data_pipeline.cache import default_cache_dir
 from nuclei_search.errors import ConfigError, ExperimentError
 from nuclei_search.lock import LOCK_FILE
 from nuclei_search.outputs import probe_writable, reason
@@ -122,7 +123,6 @@ def local_dir(storage: str | None, name: str) -> Path:
     """The local folder of an experiment: Ray's folder on a filesystem, a local mirror for URIs."""
     root = storage_root(storage)
     if is_remote(root):
-        from nuclei_search.data_pipeline.cache import default_cache_dir
 
         scheme, rest = root.split("://", 1)
         return default_cache_dir() / "experiments" / scheme / rest.split("?", 1)[0].strip("/") / name
@@ -192,7 +192,6 @@ def claim(experiment: Path, overwrite: bool, remote: str | None = None) -> None:
     `remote`: the experiment's folder on a URI storage, checked (and cleared) as well.
     """
     if remote is not None:
-        from nuclei_search.cluster import storage as store
 
         if store.exists(remote):
             if not store.exists(store.join(remote, EXPERIMENT_FILE)):
@@ -237,7 +236,6 @@ def save_metadata(experiment: Path, options: SearchOptions, space_yaml: str, rem
                 "space_started": yaml.safe_load(space_yaml)}
     (experiment / EXPERIMENT_FILE).write_text(json.dumps(metadata, indent=2))
     if remote is not None:
-        from nuclei_search.cluster.storage import upload
 
         upload(experiment, [SPACE_FILE, EXPERIMENT_FILE], remote)
 

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 from nuclei_search.cluster.runtime import connect
+from nuclei_search.cluster.storage import upload_sqlite
 from nuclei_search.contract import METRIC, MODE, RANK_METRIC, STUDY_FILE, TIME_ATTR
 from nuclei_search.errors import ConfigError, ExperimentError
 from nuclei_search.lock import writer_lock
+from nuclei_search.search.checkpoint_repair import repair_missing_checkpoints
 from nuclei_search.search.experiment import (
     SearchOptions,
     check_space,
@@ -30,6 +32,7 @@ from nuclei_search.search.experiment import (
     save_metadata,
     storage_root,
 )
+from nuclei_search.search.keras_tuner_engine import run_keras_tuner
 from nuclei_search.search.space import SearchSpace
 from nuclei_search.search.summary import SearchSummary
 
@@ -162,7 +165,6 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
     """
     options.validate()
     if options.engine == "keras-tuner":
-        from nuclei_search.search.keras_tuner_engine import run_keras_tuner
 
         if callbacks or stop is not None:
             raise ConfigError("Ray Tune callbacks and stopping criteria need --engine ray")
@@ -189,7 +191,6 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
             from nuclei_search.search.warm_start import warm_start_study
 
             warm_start_study(study_storage(experiment), options.name, earlier)
-        from nuclei_search.cluster.runtime import connect
 
         connect(options.address, log_to_driver=verbose)
         tuner = _new_tuner(options, space, experiment, trainable,
@@ -234,7 +235,6 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
     experiment = find_experiment(ref, storage, results=False)
     options = load_options(experiment)
     if options.engine == "keras-tuner":
-        from nuclei_search.search.keras_tuner_engine import run_keras_tuner
 
         return run_keras_tuner(options, overwrite=False, progress=progress, resume=True)
     with writer_lock(experiment, "experiment"):
@@ -262,7 +262,6 @@ def _restorable(experiment: Path, options: SearchOptions) -> str:
     if not tune.Tuner.can_restore(ray_dir):
         raise ExperimentError(f"experiment {experiment} has no Ray Tune state to resume (it never started?)")
     if remote is None:
-        from nuclei_search.search.checkpoint_repair import repair_missing_checkpoints
 
         repair_missing_checkpoints(experiment)
     return ray_dir
@@ -282,7 +281,6 @@ def _fit(tuner, options: SearchOptions, experiment: Path, verbose: bool) -> Sear
         close_orphans(study_storage(experiment), options.name)
         remote = remote_dir(options.storage, options.name)
         if remote is not None:  # a copy of the study beside Ray's experiment (the live one stays here)
-            from nuclei_search.cluster.storage import upload_sqlite
 
             upload_sqlite(experiment / STUDY_FILE, remote)
     results = list(grid)

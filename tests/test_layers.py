@@ -126,7 +126,7 @@ def test_function_level_imports_are_only_for_heavy_libraries():
     for name, path in modules.items():
         for function in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                for node in function.body:
+                for node in ast.walk(function):
                     if not isinstance(node, ast.ImportFrom) or node.module not in modules:
                         continue
                     targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names

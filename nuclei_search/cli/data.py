@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from nuclei_search.data_pipeline.cache import default_cache_dir
 from nuclei_search.data_pipeline.fingerprint import describe
 from nuclei_search.errors import DataError
 from nuclei_search.outputs import STORAGE_ERRNOS, reason
@@ -93,7 +94,6 @@ def run_prepare(args: argparse.Namespace) -> int:
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:
             raise
-        from nuclei_search.data_pipeline.cache import default_cache_dir
 
         cache = args.cache_dir or default_cache_dir()
         raise DataError(f"cache folder {cache} is not writable ({reason(exc)}) while preparing {args.source}; "

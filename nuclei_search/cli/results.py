@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from nuclei_search.errors import ConfigError
 from nuclei_search.results.leaderboard import FORMATS
 from nuclei_search.results.trials import load_experiment
 
@@ -147,7 +148,6 @@ def dashboard_cmd(args: argparse.Namespace) -> int:
         print(f"warning: the dashboard listens on {args.host}: anyone who can reach it sees the experiments",
               file=sys.stderr)
     if not 0 < args.port < 65536:
-        from nuclei_search.errors import ConfigError
 
         raise ConfigError(f"--port must be in 1..65535 (got {args.port})")
     print(f"dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
@@ -268,13 +268,11 @@ def export_cmd(args: argparse.Namespace) -> int:
     from nuclei_search.results.export import export_ensemble, export_trial
 
     if args.no_postprocess and args.tta is not None:
-        from nuclei_search.errors import ConfigError
 
         raise ConfigError("--tta/--no-tta are part of the postprocessing chosen on validation: "
                           "they exclude --no-postprocess")
     if args.ensemble is not None:
         if args.trial or args.retrain_full:
-            from nuclei_search.errors import ConfigError
 
             raise ConfigError("--ensemble chooses its own trials and keeps their checkpoints: "
                               "it excludes --trial and --retrain-full")
