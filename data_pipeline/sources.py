@@ -371,7 +371,6 @@ def open_source(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = N
     if text == "synthetic" or text.startswith("synthetic:"):
         source = _folder_source(text, synthetic_dir(_parse_synthetic(text), cache_dir))
     elif text == "kaggle":
-
         path = download_stage1_train(resolve_cache_dir(cache_dir))
         source = _zip_source(text, path, cache_dir)
     else:

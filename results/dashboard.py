@@ -134,7 +134,6 @@ def create_app(refs: list[str], storage: str | None = None):
         return JSONResponse({"rows": rows, "hyperparameters": hyper, "errors": errors})
 
     def figure(request: Request):
-
         kind = request.path_params["kind"]
         builders = {"curves": curves.learning_curves, "types": by_type.iou_by_type,
                     "timeline": timeline.iou_over_time}
@@ -150,7 +149,6 @@ def create_app(refs: list[str], storage: str | None = None):
         return Response(fig.to_json(), media_type="application/json")
 
     def prediction_png(request: Request):
-
         experiment, error = source.get(request.query_params.get("exp", ""))
         if experiment is None:
             return Response(error or "no such experiment", status_code=404, media_type="text/plain")

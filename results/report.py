@@ -126,7 +126,6 @@ def _ensemble_section(experiment: Experiment) -> Section | None:
 
 
 def _overlay_section(experiment: Experiment, n_images: int) -> Section:
-
     title = "Best trial: predictions on validation images"
     try:
         trial = experiment.best_trial()

@@ -123,7 +123,6 @@ def local_dir(storage: str | None, name: str) -> Path:
     """The local folder of an experiment: Ray's folder on a filesystem, a local mirror for URIs."""
     root = storage_root(storage)
     if is_remote(root):
-
         scheme, rest = root.split("://", 1)
         return default_cache_dir() / "experiments" / scheme / rest.split("?", 1)[0].strip("/") / name
     return Path(root) / name
@@ -192,7 +191,6 @@ def claim(experiment: Path, overwrite: bool, remote: str | None = None) -> None:
     `remote`: the experiment's folder on a URI storage, checked (and cleared) as well.
     """
     if remote is not None:
-
         if store.exists(remote):
             if not store.exists(store.join(remote, EXPERIMENT_FILE)):
                 raise ExperimentError(f"{remote} exists and is not a nuclei-search experiment: not replacing it")
@@ -236,7 +234,6 @@ def save_metadata(experiment: Path, options: SearchOptions, space_yaml: str, rem
                 "space_started": yaml.safe_load(space_yaml)}
     (experiment / EXPERIMENT_FILE).write_text(json.dumps(metadata, indent=2))
     if remote is not None:
-
         upload(experiment, [SPACE_FILE, EXPERIMENT_FILE], remote)
 
 

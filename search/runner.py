@@ -165,10 +165,8 @@ def run_search(options: SearchOptions, *, overwrite: bool = False, progress: boo
     """
     options.validate()
     if options.engine == "keras-tuner":
-
         if callbacks or stop is not None:
             raise ConfigError("Ray Tune callbacks and stopping criteria need --engine ray")
-
         return run_keras_tuner(options, overwrite=overwrite, progress=progress)
     space = effective_space(options)
     if options.searcher == "grid" and options.num_samples != 1:
@@ -231,11 +229,9 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
     """Continue an interrupted search: finished trials are kept, unfinished ones continue.
 
     Refused while another process writes the experiment, and when its space.yaml was edited."""
-
     experiment = find_experiment(ref, storage, results=False)
     options = load_options(experiment)
     if options.engine == "keras-tuner":
-
         return run_keras_tuner(options, overwrite=False, progress=progress, resume=True)
     with writer_lock(experiment, "experiment"):
         space = SearchSpace.from_text(check_space(experiment, options), source=options.space)
@@ -262,7 +258,6 @@ def _restorable(experiment: Path, options: SearchOptions) -> str:
     if not tune.Tuner.can_restore(ray_dir):
         raise ExperimentError(f"experiment {experiment} has no Ray Tune state to resume (it never started?)")
     if remote is None:
-
         repair_missing_checkpoints(experiment)
     return ray_dir
 
@@ -281,7 +276,6 @@ def _fit(tuner, options: SearchOptions, experiment: Path, verbose: bool) -> Sear
         close_orphans(study_storage(experiment), options.name)
         remote = remote_dir(options.storage, options.name)
         if remote is not None:  # a copy of the study beside Ray's experiment (the live one stays here)
-
             upload_sqlite(experiment / STUDY_FILE, remote)
     results = list(grid)
     errored = [r for r in results if r.error is not None]

@@ -42,7 +42,6 @@ def register(sub) -> None:
 
 
 def status_cmd(args: argparse.Namespace) -> int:
-
     status = cluster_status(args.address)
     if args.format == "json":
         print(json.dumps(status, indent=2, sort_keys=True))
@@ -52,7 +51,6 @@ def status_cmd(args: argparse.Namespace) -> int:
 
 
 def validate_cmd(args: argparse.Namespace) -> int:
-
     prepared = validate_launcher_config(args.config)
     types = prepared["available_node_types"]
     head = prepared["head_node_type"]
@@ -66,5 +64,4 @@ def validate_cmd(args: argparse.Namespace) -> int:
 
 
 def launcher_cmd(args: argparse.Namespace) -> int:
-
     return run_launcher(args.action, args.config)

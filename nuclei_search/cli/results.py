@@ -148,7 +148,6 @@ def dashboard_cmd(args: argparse.Namespace) -> int:
         print(f"warning: the dashboard listens on {args.host}: anyone who can reach it sees the experiments",
               file=sys.stderr)
     if not 0 < args.port < 65536:
-
         raise ConfigError(f"--port must be in 1..65535 (got {args.port})")
     print(f"dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
     serve(args.experiments, storage=args.storage, host=args.host, port=args.port)
@@ -268,12 +267,10 @@ def export_cmd(args: argparse.Namespace) -> int:
     from nuclei_search.results.export import export_ensemble, export_trial
 
     if args.no_postprocess and args.tta is not None:
-
         raise ConfigError("--tta/--no-tta are part of the postprocessing chosen on validation: "
                           "they exclude --no-postprocess")
     if args.ensemble is not None:
         if args.trial or args.retrain_full:
-
             raise ConfigError("--ensemble chooses its own trials and keeps their checkpoints: "
                               "it excludes --trial and --retrain-full")
         result = export_ensemble(

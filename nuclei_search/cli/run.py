@@ -98,7 +98,6 @@ def _quiet_libraries(args: argparse.Namespace) -> None:
 
 
 def run_cmd(args: argparse.Namespace) -> int:
-
     _quiet_libraries(args)
 
     options = SearchOptions(
@@ -116,7 +115,6 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 
 def resume_cmd(args: argparse.Namespace) -> int:
-
     _quiet_libraries(args)
 
     summary = resume_search(args.experiment, storage=args.storage, progress=not args.quiet, verbose=args.ray_verbose)
