@@ -24,6 +24,8 @@ from nuclei_search.cluster.runtime import ClusterConnectionError, connect, conne
 from nuclei_search.cluster.status import cluster_status, format_table
 from nuclei_search.cli import main
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 LOOPBACK = "127.0.0.1"
 
 

@@ -14,6 +14,8 @@ from nuclei_search.models.unet import build_unet, load_unet
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 TINY = dict(data="synthetic:12", image_size=32, batch_size=2, base_filters=4, backbone="mobilenetv2",
             decoder_depth=3, instance_method="cc", augment="flip")
 

@@ -11,6 +11,8 @@ from nuclei_search.search.experiment import SearchOptions
 from nuclei_search.search.runner import run_search
 from search_helpers import trial_dirs, trial_results, trial_starts, write_space
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 
 @pytest.fixture
 def gpu_ray():

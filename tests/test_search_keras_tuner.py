@@ -10,6 +10,8 @@ from nuclei_search.search.experiment import SearchOptions
 from nuclei_search.search.runner import run_search
 from search_helpers import trial_results, write_space
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 
 @pytest.mark.parametrize("kt_tuner", ["hyperband", "bayesian"])
 def test_keras_tuner_engine_on_the_same_space(tmp_path, kt_tuner):

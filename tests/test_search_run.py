@@ -13,6 +13,8 @@ from nuclei_search.search.experiment import SearchOptions
 from nuclei_search.search.runner import run_search
 from search_helpers import trial_dirs, trial_results, trial_starts, write_space
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 
 def test_optuna_asha_search_completes_with_results(local_ray, tmp_path):
     space = write_space(tmp_path, epochs=4)

@@ -14,6 +14,8 @@ from nuclei_search.models.train import TrainState, train
 from nuclei_search.cli import main
 from nuclei_search.config import TrialConfig
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 TINY = dict(data="synthetic:12", image_size=32, batch_size=4, base_filters=4, backbone="none",
             decoder_depth=3, instance_method="cc", augment="flip")
 

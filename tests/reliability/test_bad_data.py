@@ -144,6 +144,7 @@ def test_damaged_zip_entry_is_one_line_and_leaves_the_cache_alone(capsys, tmp_pa
     prepare_fails(capsys, archive, tmp_path / "c", f"cannot read {archive}:{victim}", "damaged data")
 
 
+@pytest.mark.slow  # writes 1 GiB entries
 @pytest.mark.parametrize("kind", ["masks", "images"])
 def test_zip_bomb_entry_is_refused_before_it_is_decompressed(tmp_path, synthetic_folder, kind):
     archive = tmp_path / "bomb.zip"

@@ -23,6 +23,8 @@ import yaml
 from nuclei_search.cluster.runtime import connect, connected
 from search_helpers import assert_one_line_error, listening_sockets, run_cli
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 # 127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net/tcp{,6} write them

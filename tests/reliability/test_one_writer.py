@@ -28,6 +28,8 @@ from nuclei_search.errors import ExperimentError
 from nuclei_search.lock import LOCK_FILE, writer_lock
 from search_helpers import assert_one_line_error, run_cli, snapshot, trial_dirs, write_space
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 HOLD = """
 import sys
 from pathlib import Path

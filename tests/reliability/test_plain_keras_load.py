@@ -18,6 +18,8 @@ import pytest
 from nuclei_search.results.predict import Predictor
 from results_helpers import build_export
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
 PROJECT_PACKAGES = ("nuclei_search", "models", "data_pipeline", "results", "search", "cluster")  # and the old names
 

@@ -15,6 +15,8 @@ import pytest
 from nuclei_search.cli import main
 from results_helpers import build_export, one_line_error
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_experiment, tmp_path_factory):

@@ -18,6 +18,8 @@ import pytest
 from nuclei_search.config import TrialConfig
 from search_helpers import assert_one_line_error, run_cli, snapshot
 
+pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
+
 
 def _double(x):
     return x * 2.0
