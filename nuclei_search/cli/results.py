@@ -93,7 +93,7 @@ def register(sub) -> None:
                       help="mask threshold (default: the model card's)")
     _postprocess_options(pred)
     pred.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                    help="average the 8 flips/rotations (default: as the model card chose on validation)")
+                      help="average the 8 flips/rotations (default: as the model card chose on validation)")
     pred.add_argument("--tile", type=int, default=None, metavar="N",
                       help="predict in overlapping N×N tiles (multiple of the stride; default: whole "
                            "image, tiles only above 2048×2048 pixels)")
