@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nuclei_search.compat import old_module_names
+
 #: Loggers whose records the project filters (their modules are private).
 RAY_TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 RAY_AUTOSCALER_UTIL_LOGGER = "ray.autoscaler._private.util"
@@ -62,9 +64,10 @@ def saved_trials(state: dict):
     from ray.tune.experiment.trial import Trial
 
     for position, (trial_json, metadata_json) in enumerate(state.get("trial_data", [])):
-        trial = Trial.from_json_state(trial_json, stub=True)  # no trainable registered in this process
+        with old_module_names():  # a state written before the packages moved under nuclei_search
+            trial = Trial.from_json_state(trial_json, stub=True)  # no trainable registered in this process
+            trial.restore_run_metadata(metadata_json)
         trial.stub = bool(json.loads(trial_json).get("stub", False))  # written back as it was
-        trial.restore_run_metadata(metadata_json)
         manager = trial.run_metadata.checkpoint_manager
         latest = manager.latest_checkpoint_result if manager is not None else None
         if latest is not None and latest.checkpoint is not None:

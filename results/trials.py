@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nuclei_search.compat import old_module_names
 from nuclei_search.config import TrialConfig
 from nuclei_search.contract import (
     CARD_FILE,
@@ -262,7 +263,8 @@ def _ray_trials(path: Path, space: SearchSpace | None) -> list[TrialRecord]:
     if not list(path.glob(RAY_STATE_PATTERN)):
         return []  # created, never started
     try:
-        analysis = ExperimentAnalysis(str(path))
+        with old_module_names():  # an experiment from before the packages moved under nuclei_search
+            analysis = ExperimentAnalysis(str(path))
     except Exception as exc:  # a corrupt or foreign experiment state
         raise ExperimentError(f"cannot read the Ray Tune state of {path}: {exc}") from None
     searched = {p.name for p in space.params} if space else set()

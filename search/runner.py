@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nuclei_search.cluster.runtime import connect
 from nuclei_search.cluster.storage import upload_sqlite
+from nuclei_search.compat import old_module_names
 from nuclei_search.contract import METRIC, MODE, RANK_METRIC, STUDY_FILE, TIME_ATTR
 from nuclei_search.errors import ConfigError, ExperimentError
 from nuclei_search.lock import writer_lock
@@ -243,10 +244,11 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
         connect(options.address, log_to_driver=verbose)
         from ray import tune
 
-        tuner = tune.Tuner.restore(  # with the run's RunConfig: its console (or reporter) and callbacks
-            ray_dir, trainable=build_trainable(options, space), resume_unfinished=True, resume_errored=True,
-        )
-        return _fit(tuner, options, experiment, verbose)
+        with old_module_names():  # an experiment from before the packages moved under nuclei_search
+            tuner = tune.Tuner.restore(  # with the run's RunConfig: its console (or reporter) and callbacks
+                ray_dir, trainable=build_trainable(options, space), resume_unfinished=True, resume_errored=True,
+            )
+            return _fit(tuner, options, experiment, verbose)
 
 
 def _restorable(experiment: Path, options: SearchOptions) -> str:
