@@ -103,10 +103,10 @@ def test_status_sees_running_tune_trials_and_their_nodes(three_nodes, tmp_path, 
 
         ray.init(address={three_nodes.address!r}, logging_level="ERROR")
 
-        def train_unet(config):
-            for step in range(240):
+        def train_unet(config):  # runs until the test has seen it (the test then stops the driver)
+            for step in range(1200):
                 time.sleep(0.25)
-                tune.report({{"val_iou": step / 240}})
+                tune.report({{"val_iou": step / 1200}})
 
         trainable = tune.with_resources(train_unet, {{"cpu": 1}})
         tune.Tuner(trainable, param_space={{"lr": tune.grid_search([1, 2])}},
