@@ -58,6 +58,7 @@ def test_depth3_one_channel(backbone):
     assert "decoder_stage0_bn1" not in {layer.name for layer in model.layers}
 
 
+@pytest.mark.slow  # builds, saves and reloads every backbone at depth 5
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_depth5_two_channels_skip_strides_and_safe_mode_roundtrip(backbone, tmp_path):
     cfg = _config(backbone, decoder_depth=5, boundary_channel=True, batch_norm=True, dropout=0.1)
