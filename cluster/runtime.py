@@ -209,17 +209,6 @@ def in_ray_job() -> bool:
     return _RAY_JOB_ENV_VAR in os.environ
 
 
-def keep_local_ray_on_loopback() -> None:
-    """A Ray private to this machine talks over 127.0.0.1, not the machine's outward address.
-
-    On Linux Ray picks the address it would use to reach other machines as its node
-    address. Its switch RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes it use loopback; the
-    variable is read when ray is imported, so the constant is set too, and the variable
-    is inherited by the raylet and every worker.
-    """
-    keep_ray_on_loopback()
-
-
 class _TokenAuthNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
@@ -278,7 +267,7 @@ def _start_local_ray(num_cpus, num_gpus, include_dashboard: bool, namespace, log
     }
     if include_dashboard:
         kwargs["dashboard_host"] = "127.0.0.1"
-    keep_local_ray_on_loopback()
+    keep_ray_on_loopback()
     # Ray turns token authentication on for a new local cluster (good) and says so on every
     # start (a line the user cannot act on): the setting stays, the line goes
     logging.getLogger(RAY_TOKEN_AUTH_LOGGER).addFilter(_TokenAuthNotice())

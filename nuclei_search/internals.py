@@ -38,8 +38,12 @@ def ray_address_from_environment() -> str:
 
 
 def keep_ray_on_loopback() -> None:
-    """Make a Ray started by this process use 127.0.0.1 as its node address (Ray's switch for
-    single-machine clusters; the variable is inherited by the raylet and every worker)."""
+    """Make a Ray started by this process talk over 127.0.0.1, not the machine's outward address.
+
+    On Linux Ray picks the address it would use to reach other machines as its node address.
+    Its switch RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes it use loopback; the variable is read
+    when ray is imported, so the constant is set too, and the variable is inherited by the
+    raylet and every worker."""
     import ray._private.ray_constants as ray_constants
 
     os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"

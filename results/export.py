@@ -298,7 +298,7 @@ def _check_and_choose(out: Path, config: TrialConfig, prepared, val_ids: list, b
     verification = verify_scores(probs, labels, config, float(best["val_iou"]), types) if verify else None
     chosen, section = None, None
     if postprocess:
-        tta_probs = validation_tta(reloaded, images, pad_multiple(config), postprocess, tta)
+        tta_probs = validation_tta(reloaded, images, pad_multiple(config), tta)
         chosen, section = choose_for_card(probs, labels, types, config, tta_probs, tta)
     return verification, chosen, section
 
@@ -367,7 +367,7 @@ def export_ensemble(
         log.warning("the reloaded ensemble scores val_iou %.5f, its selection %.5f", scores.iou, selection.val_iou)
     chosen, post_section = None, None
     if postprocess:
-        tta_probs = validation_tta(reloaded, images, 1, postprocess, tta)
+        tta_probs = validation_tta(reloaded, images, 1, tta)
         chosen, post_section = choose_for_card(probs, labels, types, config, tta_probs, tta)
     best_single = ranked[0]
     card = {
@@ -454,11 +454,10 @@ def choose_for_card(probs: list, labels: list, types: list, config: TrialConfig,
     return choice.chosen, section
 
 
-def validation_tta(model, images: list, multiple: int, postprocess: bool, tta: bool | None) -> list | None:
-    """The validation images predicted with test-time augmentation, when the postprocessing
-    choice is to consider it (8 predictions of each image)."""
-
-    if not postprocess or tta is False:
+def validation_tta(model, images: list, multiple: int, tta: bool | None) -> list | None:
+    """The validation images predicted with test-time augmentation (8 predictions of each),
+    unless the postprocessing choice is told to leave TTA out (`tta` False)."""
+    if tta is False:
         return None
     return predict_images_tta(model, images, multiple=multiple)
 
