@@ -36,6 +36,7 @@ KT_STATUS_FILE = "trial_status.json"  # a KerasTuner trial's status and error
 RESULT_FILE = "result.json"  # one JSON line per reported epoch
 MODEL_FILE = "model.keras"  # in each checkpoint, and in an export or `train --out` folder
 STATE_FILE = "train_state.json"  # the training state beside a checkpoint's model
+CHECKPOINT_MANIFEST = "checkpoint_files.json"  # the files of a checkpoint and their sizes
 BEST_CHECKPOINT = "checkpoint_best"  # KerasTuner trials keep their best and last epochs
 LAST_CHECKPOINT = "checkpoint_last"
 

@@ -91,6 +91,10 @@ def _acquire(path: Path, folder: Path, what: str, command: str) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read(fd)
+            deadline = time.monotonic() + 2.0
+            while not holder and time.monotonic() < deadline:  # it writes its record just after taking the lock
+                time.sleep(0.05)
+                holder = _read(fd)
             os.close(fd)
             raise ExperimentError(
                 f"{what} {folder} is in use by {holder_text(holder)}; wait for it to finish or stop it, "

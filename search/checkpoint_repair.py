@@ -9,8 +9,9 @@ retry. The trial's folder still holds the newer checkpoint (the worker wrote it 
 driver registered it), so the state is repaired from it before Ray reads it: the trial
 continues from there or, if it was its last epoch, finishes with that epoch's metrics.
 
-What a checkpoint holds is this project's own format (`models.train.TrainState`: the
-epochs done and the metric rows, the last one being the row reported with it); the
+What a checkpoint holds is this project's own format (`train_state.json`: the epochs done
+and the metric rows, the last one being the row reported with it, beside what the trainable
+saves, e.g. the model, and a manifest of its files with their sizes, search.trainable); the
 trainable reports a checkpoint with every result, so checkpoint_<N> is Ray's iteration
 N + 1. Ray's own result rows cannot be used: Ray writes them to a driver staging folder
 and copies them beside the checkpoints only with the experiment state.
@@ -26,7 +27,8 @@ import os
 import zipfile
 from pathlib import Path
 
-from nuclei_search.contract import MODEL_FILE, RANK_METRIC, RAY_STATE_PATTERN, STATE_FILE, read_result_lines
+from nuclei_search.contract import (CHECKPOINT_MANIFEST, METRIC, MODEL_FILE, RANK_METRIC, RAY_STATE_PATTERN, RESULT_FILE,
+                                    STATE_FILE, read_result_lines)
 from nuclei_search.internals import replace_latest_checkpoint, saved_trial_state, saved_trials, training_result
 
 log = logging.getLogger(__name__)
@@ -45,15 +47,26 @@ def _checkpoint_index(folder: Path) -> int | None:
     return int(suffix) if folder.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() else None
 
 
+def _files_complete(folder: Path) -> bool:
+    """Every file the checkpoint's manifest lists is there at its size; a checkpoint written
+    before manifests existed must hold an intact model archive."""
+    manifest = folder / CHECKPOINT_MANIFEST
+    if manifest.is_file():
+        sizes = json.loads(manifest.read_text())
+        return all((folder / name).is_file() and (folder / name).stat().st_size == size
+                   for name, size in sizes.items())
+    with zipfile.ZipFile(folder / MODEL_FILE) as archive:
+        return archive.testzip() is None
+
+
 def complete_checkpoint(folder: Path) -> dict | None:
     """The reported metric row of a checkpoint folder (with the trial's best val_iou so far,
     as the trainable reports it), or None if it is incomplete
-    (a copy cut short by the kill: unreadable state or a truncated model archive)."""
+    (a copy cut short by the kill: a missing or truncated file, an unreadable state)."""
     try:
+        if not _files_complete(folder):
+            return None
         state = json.loads((folder / STATE_FILE).read_text())
-        with zipfile.ZipFile(folder / MODEL_FILE) as archive:
-            if archive.testzip() is not None:
-                return None
     except (OSError, ValueError, zipfile.BadZipFile):
         return None
     history = state.get("history") or []
@@ -90,18 +103,33 @@ def recorded_checkpoints(experiment: Path) -> dict[str, Path]:
     return found
 
 
-def _log_lost_result(trial_dir: Path, metrics: dict) -> None:
-    """Append the survivor's row to the trial's result.json if Ray's copy did not have it yet
-    (the leaderboard reads the rows; the resumed trial will not report that epoch again)."""
-
-    path = trial_dir / "result.json"
+def _log_lost_results(trial_dir: Path, metrics: dict, survivor: Path) -> None:
+    """Append the rows Ray's copy of result.json lacks, up to the survivor's (the leaderboard
+    reads the rows; the resumed trial will not report those epochs again). Ray copies the rows
+    with the state, so every report since the last copy is missing; the survivor's training
+    state holds their metrics. If the count does not match (an epoch was trained twice), only
+    the survivor's row is added."""
+    path = trial_dir / RESULT_FILE
     rows = read_result_lines(path)
-    if rows and rows[-1].get("training_iteration", 0) >= metrics["training_iteration"]:
+    last = rows[-1].get("training_iteration", 0) if rows else 0
+    if last >= metrics["training_iteration"]:
         return
+    history = json.loads((survivor / STATE_FILE).read_text())["history"]
+    last_epoch = rows[-1].get("epoch", 0) if rows else 0
+    lost = [(n, row) for n, row in enumerate(history) if row.get("epoch", 0) > last_epoch]
+    if len(lost) != metrics["training_iteration"] - last:
+        lost = lost[-1:]
+    records = []
+    for offset, (n, row) in enumerate(lost, start=1):
+        best = max(r.get(METRIC, float("-inf")) for r in history[: n + 1])
+        iteration = metrics["training_iteration"] - len(lost) + offset
+        records.append({**metrics, **row, RANK_METRIC: best, "training_iteration": iteration,
+                        "checkpoint_dir_name": f"{CHECKPOINT_PREFIX}{iteration - 1:06d}"})
+    records[-1] = metrics  # the survivor's own row, as registered
     text = path.read_text() if path.is_file() else ""
     separator = "" if not text or text.endswith("\n") else "\n"  # a line cut by the kill stays apart
     with path.open("a") as handle:
-        handle.write(separator + json.dumps(metrics, default=str) + "\n")
+        handle.write(separator + "".join(json.dumps(r, default=str) + "\n" for r in records))
 
 
 def repair_missing_checkpoints(experiment: Path) -> list[str]:
@@ -124,7 +152,7 @@ def repair_missing_checkpoints(experiment: Path) -> list[str]:
         metrics = {**latest.metrics, **row, "training_iteration": index + 1, "checkpoint_dir_name": folder.name}
         # forget every record whose folder is gone, then register the survivor as the latest
         replace_latest_checkpoint(trial, training_result(folder, latest.checkpoint.filesystem, metrics), index)
-        _log_lost_result(trial_dir, metrics)
+        _log_lost_results(trial_dir, metrics, folder)
         state["trial_data"][position] = saved_trial_state(trial)
         repaired.append(f"{trial_dir.name}: {recorded.name} was deleted before Ray saved its state; "
                         f"continuing from {folder.name} (epoch {row.get('epoch', '?')})")

@@ -62,7 +62,11 @@ def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path)
     if options.searcher == "optuna":
         from ray.tune.search import ConcurrencyLimiter
 
-        from nuclei_search.search.optuna_searcher import ReconciledOptunaSearch, make_sampler, study_storage
+        from nuclei_search.search.optuna_searcher import (
+            ReconciledOptunaSearch,
+            make_sampler,
+            study_storage,
+        )
 
         searcher = ReconciledOptunaSearch(
             space=space.define_by_run,
@@ -90,7 +94,12 @@ def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path)
 
 def build_scheduler(options: SearchOptions, epochs: int):
     """Ray's scheduler; with a refit stage, the variant that lets refit trials run their full length."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+    from ray.tune.schedulers import (
+        ASHAScheduler,
+        FIFOScheduler,
+        HyperBandScheduler,
+        MedianStoppingRule,
+    )
 
     from nuclei_search.search.refit import RefitASHA, RefitMedianStoppingRule
 
@@ -226,8 +235,9 @@ def _new_tuner(options: SearchOptions, space: SearchSpace, experiment: Path, tra
 
 
 def resume_search(ref: str, *, storage: str | None = None, progress: bool = True,
-                  verbose: bool = False) -> SearchSummary:
+                  verbose: bool = False, trainable=None) -> SearchSummary:
     """Continue an interrupted search: finished trials are kept, unfinished ones continue.
+    `trainable`: as for `run_search` (the one the search was started with).
 
     Refused while another process writes the experiment, and when its space.yaml was edited."""
     experiment = find_experiment(ref, storage, results=False)
@@ -246,7 +256,7 @@ def resume_search(ref: str, *, storage: str | None = None, progress: bool = True
 
         with old_module_names():  # an experiment from before the packages moved under nuclei_search
             tuner = tune.Tuner.restore(  # with the run's RunConfig: its console (or reporter) and callbacks
-                ray_dir, trainable=build_trainable(options, space), resume_unfinished=True, resume_errored=True,
+                ray_dir, trainable=build_trainable(options, space, trainable), resume_unfinished=True, resume_errored=True,
             )
             return _fit(tuner, options, experiment, verbose)
 

@@ -16,10 +16,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from ray import tune
 
-from nuclei_search.contract import RANK_METRIC
+from nuclei_search.contract import CHECKPOINT_MANIFEST, RANK_METRIC, STATE_FILE
 from nuclei_search.quiet import import_tensorflow
 from nuclei_search.search.space import SearchSpace
 
@@ -72,6 +73,13 @@ def _record_start(record: dict) -> None:
         fh.write(lines + (json.dumps(record) + "\n").encode())
 
 
+def _write_manifest(folder: Path) -> None:
+    """List the checkpoint's files with their sizes, so a copy cut short by a kill is told from a
+    complete one whatever the trainable saves (search.checkpoint_repair)."""
+    sizes = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+    (folder / CHECKPOINT_MANIFEST).write_text(json.dumps(sizes))
+
+
 def _trial_cpus() -> int | None:
     import ray
 
@@ -82,19 +90,20 @@ def _trial_cpus() -> int | None:
     return max(1, int(cpus)) if cpus else None
 
 
-def train_unet(config: dict, space_source: str | None = None, space_text: str | None = None) -> None:
-    """Ray Tune function trainable. `config` holds the sampled values plus the fixed ones."""
+def run_trial(fit: Callable[[str | None, Callable], None], **reported) -> None:
+    """What every trial does around its training, whatever it trains.
+
+    Records where it runs (`trial_starts.jsonl`), continues from Ray's checkpoint when there
+    is one, and hands `fit(resume_from, report)` the checkpoint folder (None for a fresh
+    start) and a `report(row, best, save)` to call once per epoch: `row` the epoch's
+    metrics, `best` the trial's best `val_iou` so far (what the scheduler and searcher
+    rank), `save(folder)` writes the checkpoint (`train_state.json` and whatever the
+    training needs). `reported` is added to every report.
+    """
     import ray
 
-    import_tensorflow()  # TensorFlow's start-up lines stay out of the trial's log (TF_CPP_MIN_LOG_LEVEL=3)
-    from nuclei_search.models.train import train
-
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", THREAD_TIMEOUT_S)
-    space = SearchSpace.from_text(space_text, source=space_source or "<space>")
-    trial_config = space.resolve(config)
     _remove_stale_staging()
-
-    checkpoint = tune.get_checkpoint()
     node_id = ray.get_runtime_context().get_node_id()
     placement = {
         "node_id": node_id,
@@ -103,29 +112,38 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
         "pid": os.getpid(),
     }
 
-    def run(resume_from: str | None) -> None:
-        start = {"time": time.time(), "resumed_from_epoch": None, **placement}
-        if resume_from:
-            from nuclei_search.models.train import TrainState
+    def report(row: dict, best: float, save: Callable[[str], None]) -> None:
+        metrics = {**row, RANK_METRIC: float(best), "node_id": node_id,
+                   "cuda_visible_devices": placement["cuda_visible_devices"], **reported}
+        with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as folder:
+            save(folder)
+            _write_manifest(Path(folder))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-            start["resumed_from_epoch"] = TrainState.load(resume_from).epoch
-        _record_start(start)
+    def start(resume_from: str | None) -> None:
+        epoch = json.loads((Path(resume_from) / STATE_FILE).read_text())["epoch"] if resume_from else None
+        _record_start({"time": time.time(), "resumed_from_epoch": epoch, **placement})
+        fit(resume_from, report)
 
-        def report(epoch: int, row: dict, model, state) -> None:
-            metrics = dict(row)
-            metrics.update(
-                {RANK_METRIC: float(state.best["val_iou"]),  # what the scheduler and the searcher rank
-                 "node_id": node_id, "cuda_visible_devices": placement["cuda_visible_devices"],
-                 "backbone_resolved": trial_config.backbone}
-            )
-            with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as folder:
-                state.save(folder, model)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-        train(trial_config, report, cpus=_trial_cpus(), resume_from=resume_from)
-
+    checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            run(folder)
+            start(folder)
     else:
-        run(None)
+        start(None)
+
+
+def train_unet(config: dict, space_source: str | None = None, space_text: str | None = None) -> None:
+    """Ray Tune function trainable. `config` holds the sampled values plus the fixed ones."""
+    import_tensorflow()  # TensorFlow's start-up lines stay out of the trial's log (TF_CPP_MIN_LOG_LEVEL=3)
+    from nuclei_search.models.train import train
+
+    trial_config = SearchSpace.from_text(space_text, source=space_source or "<space>").resolve(config)
+
+    def fit(resume_from: str | None, report: Callable) -> None:
+        def report_epoch(epoch: int, row: dict, model, state) -> None:
+            report(row, state.best["val_iou"], lambda folder: state.save(folder, model))
+
+        train(trial_config, report_epoch, cpus=_trial_cpus(), resume_from=resume_from)
+
+    run_trial(fit, backbone_resolved=trial_config.backbone)

@@ -82,3 +82,22 @@ def test_cli_prepare_synthetic_default(tmp_path, capsys):
     assert main(["data", "info", "synthetic", "--cache-dir", str(tmp_path), "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["prepared"] and sum(info["image_types"].values()) == 48
+
+
+def _prepare_in_a_process(args):
+    spec, cache = args
+    prepared = prepare(spec, cache_dir=cache, workers=1)
+    return prepared.fingerprint, prepared.ids
+
+
+def test_processes_preparing_one_source_at_once_leave_one_complete_copy(tmp_path):
+    """Trials starting together on several nodes prepare into one shared cache at the same time."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        results = pool.map(_prepare_in_a_process, [("synthetic:8", str(tmp_path))] * 3)
+    assert len(set(f for f, _ in results)) == 1 and all(len(ids) == 8 for _, ids in results)
+    prepared = [p.name for p in (tmp_path / "prepared").iterdir()]
+    assert prepared == [results[0][0]], prepared  # one copy, no temporary left
+    reopened = prepare("synthetic:8", cache_dir=tmp_path)
+    assert all(reopened.load(i)[0].size for i in reopened.ids)

@@ -5,7 +5,9 @@ finished and while two run. `nuclei-search resume` then exits 0 and prints
 "trials: 4 (4 finished, 0 errored)": every finished trial is kept and none is trained
 again, unfinished ones continue from their last checkpoint, the Optuna study stays
 consistent with Ray (no UpdateFinishedTrialError), and the requested trial count is
-reached. Real subprocesses, real SIGKILL.
+reached. Real subprocesses, real SIGKILL. The trials are the tiny trainable's
+(tests/tiny_trainable.py: the same trial harness as the U-Net's, no U-Net), run through the
+real CLI (`python tests/tiny_trainable.py run ...`).
 
 A fourth moment is inside one controller step: after Ray deleted a trial's superseded
 checkpoint and before it saved the experiment state naming the new one (the window CI hit
@@ -31,14 +33,16 @@ from search_helpers import trial_dirs, trial_results, trial_starts, write_space
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 3
+EPOCHS = 6
 SAMPLES = 4
+TESTS = Path(__file__).resolve().parents[1]
+TINY_CLI = [sys.executable, str(TESTS / "tiny_trainable.py")]  # `nuclei-search` with the tiny trainable
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        [sys.executable, "-m", "nuclei_search", *args], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        [*TINY_CLI, *args], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
         env=env, start_new_session=True,
     )
 
@@ -111,8 +115,7 @@ def test_kill_9_at_three_moments_then_resume_loses_and_reruns_nothing(tmp_path):
         if proc.poll() is None:
             raise
     # 4. resume to the end
-    final = subprocess.run([sys.executable, "-m", "nuclei_search", *resume], capture_output=True, text=True,
-                           timeout=600)
+    final = subprocess.run([*TINY_CLI, *resume], capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:] + log.read_text()[-3000:]
     assert f"trials: {SAMPLES} ({SAMPLES} finished, 0 errored)" in final.stdout, final.stdout
     assert "UpdateFinishedTrialError" not in final.stderr + log.read_text()
@@ -127,7 +130,7 @@ def test_kill_9_at_three_moments_then_resume_loses_and_reruns_nothing(tmp_path):
     for trial in trials:
         rows = trial_results(trial)
         epochs = [r["training_iteration"] for r in rows]
-        assert epochs and epochs[-1] >= 1
+        assert epochs and epochs[-1] >= 1 and all(r["trainable"] == "tiny" for r in rows)
         # a finished trial was not touched again
         if trial.name in finished_rows:
             assert rows[: len(finished_rows[trial.name])] == finished_rows[trial.name]
@@ -154,9 +157,8 @@ def test_kill_between_checkpoint_deletion_and_state_save_is_repaired_on_resume(t
     the trial continues from its newest surviving checkpoint and nothing is trained twice."""
     from nuclei_search.search.checkpoint_repair import recorded_checkpoints
 
-    tests_dir = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(tests_dir), os.environ.get("PYTHONPATH")])))
+               PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     space = write_space(tmp_path, epochs=EPOCHS)
     storage, marker = tmp_path / "exp", tmp_path / "killed-at"
     experiment = storage / "window"
@@ -164,9 +166,10 @@ def test_kill_between_checkpoint_deletion_and_state_save_is_repaired_on_resume(t
 from driver_crash import KillDriverWhenStateNamesDeletedCheckpoint
 from nuclei_search.search.experiment import SearchOptions
 from nuclei_search.search.runner import run_search
+from tiny_trainable import tiny_trainable
 run_search(SearchOptions(name="window", space={str(space)!r}, num_samples=2, max_concurrent=2,
                          storage={str(storage)!r}, seed=1, scheduler="none"), progress=False,
-           callbacks=[KillDriverWhenStateNamesDeletedCheckpoint({str(experiment)!r}, {str(marker)!r})])
+           trainable=tiny_trainable, callbacks=[KillDriverWhenStateNamesDeletedCheckpoint({str(experiment)!r}, {str(marker)!r})])
 """
     killed = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, env=env, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-3000:]
@@ -174,8 +177,8 @@ run_search(SearchOptions(name="window", space={str(space)!r}, num_samples=2, max
     assert deleted and not any(p.exists() for p in deleted)
     assert set(deleted) <= set(recorded_checkpoints(experiment).values())  # the saved state names them
 
-    final = subprocess.run([sys.executable, "-m", "nuclei_search", "resume", "window", "--storage", str(storage),
-                            "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    final = subprocess.run([*TINY_CLI, "resume", "window", "--storage", str(storage), "--quiet"],
+                           capture_output=True, text=True, env=env, timeout=300)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     assert "trials: 2 (2 finished, 0 errored)" in final.stdout, final.stdout[-3000:] + final.stderr[-3000:]
     assert "does not exist on storage anymore" not in final.stdout + final.stderr
@@ -190,6 +193,8 @@ run_search(SearchOptions(name="window", space={str(space)!r}, num_samples=2, max
         rows = trial_results(trial)
         assert [r["training_iteration"] for r in rows] == list(range(1, EPOCHS + 1)), rows
         assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
+        # rows Ray had not copied yet are restored from the surviving checkpoint's state
+        assert [r["val_iou_best"] for r in rows] == [max(r["val_iou"] for r in rows[: n + 1]) for n in range(EPOCHS)]
         starts = trial_starts(trial)
         assert starts[0]["resumed_from_epoch"] is None
         assert all(s["resumed_from_epoch"] is not None for s in starts[1:]), starts
@@ -203,8 +208,8 @@ def test_kill_9_during_the_refit_stage_then_resume_continues_the_refit_trial(tmp
     """The driver dies while a refit trial trains (search.refit). `resume` continues that trial
     from its checkpoint, starts no second refit and no new exploration trial, and the refit
     trial ends with every epoch trained once (at most the one in flight twice)."""
-    refit_epochs = 5
-    space = write_space(tmp_path, epochs=2)
+    refit_epochs = 10
+    space = write_space(tmp_path, epochs=3)
     storage = tmp_path / "exp"
     experiment = storage / "refit"
     log = tmp_path / "driver.log"
@@ -222,8 +227,8 @@ def test_kill_9_during_the_refit_stage_then_resume_continues_the_refit_trial(tmp
         return bool(trials) and 1 <= len(trial_results(trials[0])) < refit_epochs
 
     _kill_when(_start(run, log), experiment, refit_running, "a refit trial is training")
-    final = subprocess.run([sys.executable, "-m", "nuclei_search", "resume", "refit", "--storage", str(storage),
-                            "--quiet"], capture_output=True, text=True, timeout=600)
+    final = subprocess.run([*TINY_CLI, "resume", "refit", "--storage", str(storage), "--quiet"],
+                           capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     assert "trials: 3 (3 finished, 0 errored)" in final.stdout, final.stdout
 
