@@ -5,7 +5,8 @@
 `explore` trials it passes the inner searcher's suggestions through; once every one of
 them has ended it ranks them by their best `val_iou_best` and suggests the top-K
 distinct configurations again, each with `refit_of` (the trial it retrains) and
-`refit_epochs` (its new length) added to the config. Those are ordinary trials of the
+`refit_epochs` (its new length: the same for every refit, or sized from the trial's measured
+seconds per epoch to fit the stage's wall time) added to the config. Those are ordinary trials of the
 same experiment: same leaderboard, checkpoints, failure handling, placement and resume
 (the stage's state is saved with Ray's searcher state). They train from scratch, so the
 learning-rate schedule spans the whole refit length.
@@ -22,6 +23,7 @@ import logging
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
 
+from nuclei_search.contract import TIME_ATTR
 from nuclei_search.search.space import REFIT_EPOCHS, REFIT_OF
 
 log = logging.getLogger(__name__)
@@ -34,12 +36,16 @@ def is_refit(config: dict | None) -> bool:
 class RefitStage(Searcher):
     """Pass `explore` suggestions of `searcher` through, then suggest the top `top_k` again."""
 
-    def __init__(self, searcher: Searcher, explore: int, top_k: int, epochs: int,
-                 metric: str | None = None, mode: str | None = None) -> None:
+    def __init__(self, searcher: Searcher, explore: int, top_k: int, epochs: int, minutes: float | None = None,
+                 concurrency: int = 1, metric: str | None = None, mode: str | None = None) -> None:
         self.searcher = searcher
         self.explore = int(explore)
         self.top_k = int(top_k)
-        self.epochs = int(epochs)
+        self.epochs = int(epochs)  # each refit's length; with `minutes`, the most
+        self.minutes = minutes  # the refit stage's wall time, shared by `concurrency` slots
+        self.concurrency = max(1, int(concurrency))
+        self.speed: dict[str, tuple[float, int]] = {}  # exploration trial id -> (seconds trained, epochs)
+        self.lengths: dict[str, int] = {}  # exploration trial id -> the epochs of its refit
         self.configs: dict[str, dict] = {}  # exploration trial id -> its suggested config
         self.scores: dict[str, float] = {}  # exploration trial id -> best metric value reported
         self.ended: set[str] = set()  # exploration trials that completed or errored
@@ -91,13 +97,25 @@ class RefitStage(Searcher):
             return None  # wait until every exploration trial has ended: ranks are final then
         if self.plan is None:
             self.plan = self.ranked()[: self.top_k]
-            log.info("refit stage: %d configuration(s) to train for %d epochs: %s",
-                     len(self.plan), self.epochs, ", ".join(self.plan) or "none (no trial reported)")
+            self.lengths = {source: self.refit_length(source) for source in self.plan}
+            log.info("refit stage: %d configuration(s) to train again: %s", len(self.plan),
+                     ", ".join(f"{s} for {n} epochs" for s, n in self.lengths.items()) or "none (no trial reported)")
         if len(self.refits) >= len(self.plan):
             return Searcher.FINISHED
         source = self.plan[len(self.refits)]
         self.refits[trial_id] = source
-        return {**self.configs[source], REFIT_OF: source, REFIT_EPOCHS: self.epochs}
+        return {**self.configs[source], REFIT_OF: source, REFIT_EPOCHS: self.lengths.get(source, self.epochs)}
+
+    def refit_length(self, source: str) -> int:
+        """The epochs of `source`'s refit: `epochs`, or with `minutes` as many as fit in its share of
+        the stage's wall time (the stage's slots run the plan's trials side by side, in waves when
+        there are more trials than slots) at the seconds per epoch `source` measured while exploring
+        (start-up and validation included, under the same concurrency), at most `epochs`."""
+        seconds, done = self.speed.get(source, (0.0, 0))
+        if self.minutes is None or not done or seconds <= 0:
+            return self.epochs
+        share = self.minutes * 60.0 * min(self.concurrency, len(self.plan)) / len(self.plan)
+        return max(1, min(self.epochs, int(share / (seconds / done))))
 
     def ranked(self) -> list[str]:
         """Exploration trials with a score, best first, one per distinct configuration."""
@@ -128,6 +146,8 @@ class RefitStage(Searcher):
         if trial_id in self.refits:
             return
         self._record(trial_id, result)
+        if result.get("time_total_s") and result.get(TIME_ATTR):
+            self.speed[trial_id] = (float(result["time_total_s"]), int(result[TIME_ATTR]))
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

@@ -82,7 +82,8 @@ def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path)
             from nuclei_search.search.refit import RefitStage
 
             searcher = RefitStage(searcher, explore=options.num_samples, top_k=options.refit_top,
-                                  epochs=options.refit_epochs or max_epochs(space))
+                                  epochs=options.refit_epochs or max_epochs(space), minutes=options.refit_minutes,
+                                  concurrency=options.max_concurrent)
         return searcher, {}
     from ray.tune.search.basic_variant import BasicVariantGenerator
 

@@ -20,7 +20,7 @@ from nuclei_search.errors import ConfigError
 from nuclei_search.search.experiment import SearchOptions
 from nuclei_search.search.runner import run_search
 from nuclei_search.search.space import SearchSpace
-from search_helpers import assert_one_line_error, run_cli, snapshot, trial_results
+from search_helpers import assert_one_line_error, run_cli, snapshot, trial_dirs, trial_results, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -123,11 +123,38 @@ def test_refit_options_are_checked(tmp_path, capsys):
     space.write_text(SPACE)
     for extra, message in ((["--refit-top", "2", "--searcher", "random"], "--refit-top needs"),
                            (["--refit-top", "1", "--scheduler", "hyperband"], "Hyperband"),
-                           (["--refit-epochs", "4"], "--refit-epochs needs --refit-top")):
+                           (["--refit-epochs", "4"], "--refit-epochs needs --refit-top"),
+                           (["--refit-minutes", "5"], "--refit-minutes needs --refit-top"),
+                           (["--refit-top", "1", "--refit-minutes", "0"], "--refit-minutes must be > 0")):
         code, _, err = run_cli(capsys, "run", "--space", space, "--storage", tmp_path / "exp", "--name", "x",
                                "--quiet", *extra)
         assert_one_line_error(code, err, message)
     assert not (tmp_path / "exp").exists()
+
+
+def test_refit_minutes_sizes_each_refit_to_fit_at_its_measured_speed(local_ray, tmp_path):
+    """With --refit-minutes each refit trial gets the epochs that fit in its share of the stage's
+    wall time at the seconds per epoch its exploration trial measured (the tiny trainable: the
+    orchestration is the point), and it trains them within that time."""
+    from tiny_trainable import tiny_trainable
+
+    space = write_space(tmp_path, epochs=3)
+    minutes, cap = 0.1, 60
+    options = SearchOptions(name="sized", space=str(space), num_samples=2, max_concurrent=2, storage=str(tmp_path),
+                            seed=1, scheduler="none", refit_top=2, refit_epochs=cap, refit_minutes=minutes)
+    summary = run_search(options, progress=False, trainable=tiny_trainable)
+    assert summary.trials == 4 and summary.errored == 0
+    trials = {t.name.removeprefix("trial_"): t for t in trial_dirs(summary.experiment)}
+    refits = {t: json.loads((d / "params.json").read_text()) for t, d in trials.items()
+              if "refit_of" in json.loads((d / "params.json").read_text())}
+    assert len(refits) == 2
+    for trial, params in refits.items():
+        explored = trial_results(trials[params["refit_of"]])[-1]
+        seconds_per_epoch = explored["time_total_s"] / explored["epoch"]
+        assert params["refit_epochs"] == min(cap, int(minutes * 60 / seconds_per_epoch)) > 3
+        rows = trial_results(trials[trial])
+        assert [r["epoch"] for r in rows] == list(range(1, params["refit_epochs"] + 1))
+        assert rows[-1]["time_total_s"] <= minutes * 60 * 1.25  # about the time it was given
 
 
 # --------------------------------------------------------------------------- warm start
