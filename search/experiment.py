@@ -67,6 +67,7 @@ class SearchOptions:
     refit_top: int = 0  # after exploring, train the top-K configurations again (search.refit)
     refit_epochs: int | None = None  # their length (default: the space's epochs); with refit_minutes, the cap
     refit_minutes: float | None = None  # size each refit's length to fit this wall time (search.refit)
+    time_budget: float | None = None  # minutes of search + refit: the refit stage gets what exploration left
     warm_start: list[str] = dataclasses.field(default_factory=list)  # earlier experiments to start from
 
     def validate(self) -> "SearchOptions":
@@ -95,6 +96,8 @@ class SearchOptions:
             (self.refit_epochs is None or self.refit_top > 0, "--refit-epochs needs --refit-top K"),
             (self.refit_minutes is None or self.refit_minutes > 0, "--refit-minutes must be > 0"),
             (self.refit_minutes is None or self.refit_top > 0, "--refit-minutes needs --refit-top K"),
+            (self.time_budget is None or self.time_budget > 0, "--time-budget must be > 0"),
+            (self.time_budget is None or self.refit_top > 0, "--time-budget needs --refit-top K (it sizes the refits)"),
             (not self.warm_start or (self.engine == "ray" and self.searcher == "optuna"),
              "--warm-start needs --engine ray with --searcher optuna"),
             (self.name not in self.warm_start, "--warm-start cannot name the experiment being started"),

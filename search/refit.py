@@ -6,7 +6,8 @@
 them has ended it ranks them by their best `val_iou_best` and suggests the top-K
 distinct configurations again, each with `refit_of` (the trial it retrains) and
 `refit_epochs` (its new length: the same for every refit, or sized from the trial's measured
-seconds per epoch to fit the stage's wall time) added to the config. Those are ordinary trials of the
+seconds per epoch to fit the stage's wall time: `--refit-minutes`, or what is left of the
+search's `--time-budget` when exploration ends) added to the config. Those are ordinary trials of the
 same experiment: same leaderboard, checkpoints, failure handling, placement and resume
 (the stage's state is saved with Ray's searcher state). They train from scratch, so the
 learning-rate schedule spans the whole refit length.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
@@ -37,13 +39,17 @@ class RefitStage(Searcher):
     """Pass `explore` suggestions of `searcher` through, then suggest the top `top_k` again."""
 
     def __init__(self, searcher: Searcher, explore: int, top_k: int, epochs: int, minutes: float | None = None,
-                 concurrency: int = 1, metric: str | None = None, mode: str | None = None) -> None:
+                 concurrency: int = 1, budget_minutes: float | None = None,
+                 metric: str | None = None, mode: str | None = None) -> None:
         self.searcher = searcher
         self.explore = int(explore)
         self.top_k = int(top_k)
         self.epochs = int(epochs)  # each refit's length; with `minutes`, the most
         self.minutes = minutes  # the refit stage's wall time, shared by `concurrency` slots
         self.concurrency = max(1, int(concurrency))
+        self.budget_minutes = budget_minutes  # of the whole search: the refit stage gets what is left
+        self.spent = 0.0  # seconds the search has run (the driver's running time, as Ray's time_budget_s)
+        self._last_tick: float | None = None
         self.speed: dict[str, tuple[float, int]] = {}  # exploration trial id -> (seconds trained, epochs)
         self.lengths: dict[str, int] = {}  # exploration trial id -> the epochs of its refit
         self.configs: dict[str, dict] = {}  # exploration trial id -> its suggested config
@@ -71,6 +77,13 @@ class RefitStage(Searcher):
 
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._last_tick = None  # the time the driver was down does not count
+
+    def _tick(self) -> None:
+        now = time.time()
+        if self._last_tick is not None:
+            self.spent += now - self._last_tick
+        self._last_tick = now
 
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)
@@ -88,6 +101,7 @@ class RefitStage(Searcher):
 
     # --- the two stages -------------------------------------------------------------
     def suggest(self, trial_id: str):
+        self._tick()
         if len(self.configs) < self.explore:
             config = self.searcher.suggest(trial_id)
             if isinstance(config, dict):
@@ -97,6 +111,14 @@ class RefitStage(Searcher):
             return None  # wait until every exploration trial has ended: ranks are final then
         if self.plan is None:
             self.plan = self.ranked()[: self.top_k]
+            if self.budget_minutes is not None:
+                left = self.budget_minutes - self.spent / 60.0
+                log.info("refit stage: %.1f of the search's %g minutes left after %.1f minutes of exploration",
+                         max(left, 0.0), self.budget_minutes, self.spent / 60.0)
+                if left <= 0:
+                    log.warning("refit stage skipped: the time budget is spent")
+                    self.plan = []
+                self.minutes = left if self.minutes is None else min(self.minutes, left)
             self.lengths = {source: self.refit_length(source) for source in self.plan}
             log.info("refit stage: %d configuration(s) to train again: %s", len(self.plan),
                      ", ".join(f"{s} for {n} epochs" for s, n in self.lengths.items()) or "none (no trial reported)")
@@ -143,6 +165,7 @@ class RefitStage(Searcher):
             self.scores[trial_id] = value
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._tick()
         if trial_id in self.refits:
             return
         self._record(trial_id, result)
@@ -151,6 +174,7 @@ class RefitStage(Searcher):
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._tick()
         if trial_id in self.refits:
             return
         self._record(trial_id, result)

@@ -83,7 +83,7 @@ def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path)
 
             searcher = RefitStage(searcher, explore=options.num_samples, top_k=options.refit_top,
                                   epochs=options.refit_epochs or max_epochs(space), minutes=options.refit_minutes,
-                                  concurrency=options.max_concurrent)
+                                  concurrency=options.max_concurrent, budget_minutes=options.time_budget)
         return searcher, {}
     from ray.tune.search.basic_variant import BasicVariantGenerator
 

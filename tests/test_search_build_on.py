@@ -125,7 +125,9 @@ def test_refit_options_are_checked(tmp_path, capsys):
                            (["--refit-top", "1", "--scheduler", "hyperband"], "Hyperband"),
                            (["--refit-epochs", "4"], "--refit-epochs needs --refit-top"),
                            (["--refit-minutes", "5"], "--refit-minutes needs --refit-top"),
-                           (["--refit-top", "1", "--refit-minutes", "0"], "--refit-minutes must be > 0")):
+                           (["--refit-top", "1", "--refit-minutes", "0"], "--refit-minutes must be > 0"),
+                           (["--time-budget", "30"], "--time-budget needs --refit-top"),
+                           (["--refit-top", "1", "--time-budget", "-1"], "--time-budget must be > 0")):
         code, _, err = run_cli(capsys, "run", "--space", space, "--storage", tmp_path / "exp", "--name", "x",
                                "--quiet", *extra)
         assert_one_line_error(code, err, message)
@@ -155,6 +157,29 @@ def test_refit_minutes_sizes_each_refit_to_fit_at_its_measured_speed(local_ray, 
         rows = trial_results(trials[trial])
         assert [r["epoch"] for r in rows] == list(range(1, params["refit_epochs"] + 1))
         assert rows[-1]["time_total_s"] <= minutes * 60 * 1.25  # about the time it was given
+
+
+def test_time_budget_gives_the_refit_stage_what_exploration_left(local_ray, tmp_path, caplog):
+    """--time-budget: the refits are sized to the minutes exploration left of the budget, so the
+    whole search ends within it (the tiny trainable: 0.4 s epochs)."""
+    from tiny_trainable import tiny_trainable
+
+    space = write_space(tmp_path, epochs=3)
+    budget = 0.4  # minutes
+    options = SearchOptions(name="budget", space=str(space), num_samples=2, max_concurrent=2, storage=str(tmp_path),
+                            seed=1, scheduler="none", refit_top=1, refit_epochs=200, time_budget=budget)
+    with caplog.at_level(logging.INFO, logger="nuclei_search.search.refit"):
+        summary = run_search(options, progress=False, trainable=tiny_trainable)
+    assert summary.trials == 3 and summary.errored == 0
+    (line,) = [r.getMessage() for r in caplog.records if "minutes left after" in r.getMessage()]
+    left = float(line.split("refit stage: ")[1].split(" of")[0])
+    explored = budget - left
+    assert 0 < explored < budget, line
+    (refit,) = [d for d in trial_dirs(summary.experiment) if "refit_of" in json.loads((d / "params.json").read_text())]
+    epochs = json.loads((refit / "params.json").read_text())["refit_epochs"]
+    assert 3 < epochs < 200
+    assert trial_results(refit)[-1]["time_total_s"] <= left * 60 * 1.25
+    assert summary.wall_seconds <= budget * 60 * 1.25  # search + refit within the budget
 
 
 # --------------------------------------------------------------------------- warm start

@@ -59,6 +59,9 @@ def register(sub) -> None:
                    help="wall time of the refit stage: each refit trial trains as many epochs as fit, at the "
                         "seconds per epoch its exploration trial measured (capped by --refit-epochs), so every "
                         "refit ends its learning-rate schedule within the time")
+    p.add_argument("--time-budget", type=float, default=None, metavar="M",
+                   help="minutes of search + refit: when exploration ends, the refit stage gets what is left "
+                        "(sized as with --refit-minutes); the driver's running time counts, as for Ray's time_budget_s")
     p.add_argument("--warm-start", nargs="+", default=[], metavar="EXP",
                    help="add the finished trials of these earlier experiments (same data) to the new Optuna "
                         "study before it samples; trials outside the new space are skipped")
@@ -111,7 +114,8 @@ def run_cmd(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs, grace_period=args.grace_period, data=args.data, storage=args.storage,
         address=args.address, seed=args.seed, engine=args.engine, kt_tuner=args.kt_tuner,
         max_failures=args.max_failures, cache_dir=args.cache_dir, reuse_actors=args.reuse_actors,
-        refit_top=args.refit_top, refit_epochs=args.refit_epochs, refit_minutes=args.refit_minutes, warm_start=list(args.warm_start),
+        refit_top=args.refit_top, refit_epochs=args.refit_epochs, refit_minutes=args.refit_minutes,
+        time_budget=args.time_budget, warm_start=list(args.warm_start),
     )
     summary = run_search(options, overwrite=args.overwrite, progress=not args.quiet, verbose=args.ray_verbose)
     _print_summary(summary)
