@@ -125,7 +125,7 @@ def _log_lost_results(trial_dir: Path, metrics: dict, survivor: Path) -> None:
         iteration = metrics["training_iteration"] - len(lost) + offset
         records.append({**metrics, **row, RANK_METRIC: best, "training_iteration": iteration,
                         "checkpoint_dir_name": f"{CHECKPOINT_PREFIX}{iteration - 1:06d}"})
-    records[-1] = metrics  # the survivor's own row, as registered
+    records[-1:] = [metrics]  # the survivor's own row, as registered
     text = path.read_text() if path.is_file() else ""
     separator = "" if not text or text.endswith("\n") else "\n"  # a line cut by the kill stays apart
     with path.open("a") as handle:
