@@ -29,6 +29,7 @@ from pathlib import Path
 
 from nuclei_search.contract import (CHECKPOINT_MANIFEST, METRIC, MODEL_FILE, RANK_METRIC, RAY_STATE_PATTERN, RESULT_FILE,
                                     STATE_FILE, read_result_lines)
+from nuclei_search.errors import ExperimentError
 from nuclei_search.internals import replace_latest_checkpoint, saved_trial_state, saved_trials, training_result
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,13 @@ CHECKPOINT_PREFIX = "checkpoint_"
 def newest_state(experiment: Path) -> tuple[Path, dict] | None:
     """The state file `Tuner.restore` reads (Ray takes the largest name, a timestamp) and its content."""
     files = sorted(experiment.glob(RAY_STATE_PATTERN))
-    return (files[-1], json.loads(files[-1].read_text())) if files else None
+    if not files:
+        return None
+    try:
+        return files[-1], json.loads(files[-1].read_text())
+    except ValueError:
+        raise ExperimentError(f"{files[-1]} is cut short (the driver was killed while Ray copied it); "
+                              f"Ray cannot restore this experiment from it") from None
 
 
 def _checkpoint_index(folder: Path) -> int | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ray import tune
 
+from nuclei_search.errors import ExperimentError
 from nuclei_search.search.checkpoint_repair import recorded_checkpoints
 
 
@@ -29,7 +30,7 @@ class KillDriverWhenStateNamesDeletedCheckpoint(tune.Callback):
         if not self.marker.exists():
             try:
                 recorded = recorded_checkpoints(self.experiment)
-            except ValueError:  # a state file still being copied in: look at the next save
+            except (ValueError, ExperimentError):  # a state file still being copied in: look at the next save
                 return None
             missing = [str(p) for p in recorded.values() if not p.is_dir()]
             if missing:

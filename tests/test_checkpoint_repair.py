@@ -62,3 +62,14 @@ def test_a_manifest_tells_a_complete_checkpoint_of_any_trainable(tmp_path):
     # without its manifest a checkpoint needs the model archive (checkpoints of earlier releases)
     (trial / "checkpoint_000000" / CHECKPOINT_MANIFEST).unlink()
     assert complete_checkpoint(trial / "checkpoint_000000") is None
+
+
+def test_a_state_file_cut_by_the_kill_is_a_one_line_error(tmp_path):
+    import pytest
+
+    from nuclei_search.errors import ExperimentError
+    from nuclei_search.search.checkpoint_repair import repair_missing_checkpoints
+
+    (tmp_path / "experiment_state-2026-12-02_19-00-00.json").write_text('{"trial_data": [["a", ')
+    with pytest.raises(ExperimentError, match="cut short"):
+        repair_missing_checkpoints(tmp_path)
