@@ -118,8 +118,10 @@ class RefitStage(Searcher):
                 if left <= 0:
                     log.warning("refit stage skipped: the time budget is spent")
                     self.plan = []
-                self.minutes = left if self.minutes is None else min(self.minutes, left)
-            self.lengths = {source: self.refit_length(source) for source in self.plan}
+                minutes = left if self.minutes is None else min(self.minutes, left)
+            else:
+                minutes = self.minutes
+            self.lengths = {source: self.refit_length(source, minutes) for source in self.plan}
             log.info("refit stage: %d configuration(s) to train again: %s", len(self.plan),
                      ", ".join(f"{s} for {n} epochs" for s, n in self.lengths.items()) or "none (no trial reported)")
         if len(self.refits) >= len(self.plan):
@@ -128,15 +130,15 @@ class RefitStage(Searcher):
         self.refits[trial_id] = source
         return {**self.configs[source], REFIT_OF: source, REFIT_EPOCHS: self.lengths.get(source, self.epochs)}
 
-    def refit_length(self, source: str) -> int:
-        """The epochs of `source`'s refit: `epochs`, or with `minutes` as many as fit in its share of
+    def refit_length(self, source: str, minutes: float | None) -> int:
+        """The epochs of `source`'s refit: `epochs`, or with the stage's `minutes` as many as fit in its share of
         the stage's wall time (the stage's slots run the plan's trials side by side, in waves when
         there are more trials than slots) at the seconds per epoch `source` measured while exploring
         (start-up and validation included, under the same concurrency), at most `epochs`."""
         seconds, done = self.speed.get(source, (0.0, 0))
-        if self.minutes is None or not done or seconds <= 0:
+        if minutes is None or not done or seconds <= 0:
             return self.epochs
-        share = self.minutes * 60.0 * min(self.concurrency, len(self.plan)) / len(self.plan)
+        share = minutes * 60.0 * min(self.concurrency, len(self.plan)) / len(self.plan)
         return max(1, min(self.epochs, int(share / (seconds / done))))
 
     def ranked(self) -> list[str]:
