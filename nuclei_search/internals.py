@@ -1,8 +1,8 @@
 """Every private Ray and Optuna internal the project relies on, in one place.
 
-Public APIs do not cover four things the project needs: resuming a search whose newest
+Public APIs do not cover five things the project needs: resuming a search whose newest
 checkpoint was deleted by a kill (checkpoint repair rewrites Ray Tune's saved trial
-state), telling Ray's OptunaSearch that a trial already finished in the study, keeping a
+state), finding Ray's driver staging copy of a state file a kill cut short, telling Ray's OptunaSearch that a trial already finished in the study, keeping a
 private Ray on loopback, and validating a cluster-launcher YAML offline. Each access is a
 function here; nothing else in the package touches these names (the cluster-status task
 reads `ray._private.state` inside a function shipped to the cluster, listed in
@@ -48,6 +48,18 @@ def keep_ray_on_loopback() -> None:
 
     os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def ray_driver_staging_folders(experiment_name: str) -> list[Path]:
+    """Ray Tune's driver staging folders of an experiment, of every Ray session on this machine
+    (`<ray temp>/session_*/artifacts/<start time>/<name>/driver_artifacts`): the driver writes
+    its state files there before Ray copies them into the experiment folder."""
+    import glob
+
+    from ray._common.utils import get_default_ray_temp_dir
+
+    root = Path(get_default_ray_temp_dir())
+    return sorted(root.glob(f"session_*/artifacts/*/{glob.escape(experiment_name)}/driver_artifacts"))
 
 
 def prepare_launcher_config(raw: dict) -> dict:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from nuclei_search.contract import (CHECKPOINT_MANIFEST, METRIC, MODEL_FILE, RANK_METRIC, RAY_STATE_PATTERN, RESULT_FILE,
                                     STATE_FILE, read_result_lines)
-from nuclei_search.errors import ExperimentError
 from nuclei_search.internals import replace_latest_checkpoint, saved_trial_state, saved_trials, training_result
+from nuclei_search.search.state_recovery import cut_short
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ def newest_state(experiment: Path) -> tuple[Path, dict] | None:
     try:
         return files[-1], json.loads(files[-1].read_text())
     except ValueError:
-        raise ExperimentError(f"{files[-1]} is cut short (the driver was killed while Ray copied it); "
-                              f"Ray cannot restore this experiment from it") from None
+        raise cut_short(files[-1]) from None
 
 
 def _checkpoint_index(folder: Path) -> int | None:

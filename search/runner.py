@@ -35,6 +35,7 @@ from nuclei_search.search.experiment import (
 )
 from nuclei_search.search.keras_tuner_engine import run_keras_tuner
 from nuclei_search.search.space import SearchSpace
+from nuclei_search.search.state_recovery import recover_cut_state
 from nuclei_search.search.summary import SearchSummary
 
 log = logging.getLogger(__name__)
@@ -271,6 +272,7 @@ def _restorable(experiment: Path, options: SearchOptions) -> str:
     if not tune.Tuner.can_restore(ray_dir):
         raise ExperimentError(f"experiment {experiment} has no Ray Tune state to resume (it never started?)")
     if remote is None:
+        recover_cut_state(experiment)
         repair_missing_checkpoints(experiment)
     return ray_dir
 

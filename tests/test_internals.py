@@ -19,6 +19,7 @@ from nuclei_search import internals
     ("ray.autoscaler._private.util", "prepare_config"),
     ("ray.autoscaler._private.util", "validate_config"),
     ("ray.train._internal.session", "_TrainingResult"),
+    ("ray._common.utils", "get_default_ray_temp_dir"),
     *internals.STATUS_TASK_INTERNALS,
 ])
 def test_private_names_exist(module, attribute):

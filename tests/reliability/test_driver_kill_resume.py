@@ -5,11 +5,11 @@ finished and while two run. `nuclei-search resume` then exits 0 and prints
 "trials: 4 (4 finished, 0 errored)": every finished trial is kept and none is trained
 again, unfinished ones continue from their last checkpoint, the Optuna study stays
 consistent with Ray (no UpdateFinishedTrialError), and the requested trial count is
-reached. Real subprocesses, real SIGKILL, the real CLI and U-Net trainable. (With the tiny
-trainable's 0.4 s epochs Ray saves its state so often that a kill once cut the state file
-itself, which resume cannot read yet: kept on the U-Net until that is handled.) The other
-kills here run the tiny trainable (tests/tiny_trainable.py: the U-Net's trial harness, no
-U-Net) through the real CLI (`python tests/tiny_trainable.py run ...`).
+reached. Real subprocesses, real SIGKILL, the real CLI with the tiny trainable
+(tests/tiny_trainable.py: the U-Net's trial harness, no U-Net; `python tests/tiny_trainable.py
+run ...`). Its 0.4 s epochs make Ray save its state often, so a kill can cut the state file
+while Ray copies it into the experiment folder: resume puts back Ray's whole staging copy
+(search/state_recovery.py; the refit kill test below cuts the files on purpose).
 
 A fourth moment is inside one controller step: after Ray deleted a trial's superseded
 checkpoint and before it saved the experiment state naming the new one (the window CI hit
@@ -39,14 +39,13 @@ EPOCHS = 3
 SAMPLES = 4
 TESTS = Path(__file__).resolve().parents[1]
 TINY_CLI = [sys.executable, str(TESTS / "tiny_trainable.py")]  # `nuclei-search` with the tiny trainable
-CLI = [sys.executable, "-m", "nuclei_search"]
 WINDOW_EPOCHS = 6
 
 
-def _start(args: list[str], log: Path, cli: list[str] = TINY_CLI) -> subprocess.Popen:
+def _start(args: list[str], log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        [*cli, *args], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        [*TINY_CLI, *args], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
         env=env, start_new_session=True,
     )
 
@@ -97,11 +96,11 @@ def test_kill_9_at_three_moments_then_resume_loses_and_reruns_nothing(tmp_path):
     resume = ["resume", "killed", "--storage", str(storage), "--quiet"]
 
     # 1. before any trial has finished
-    _kill_when(_start(run, log, CLI), experiment, lambda started, finished: started >= 1 and finished == 0,
+    _kill_when(_start(run, log), experiment, lambda started, finished: started >= 1 and finished == 0,
                "first result, nothing finished")
     # 2. right after a trial finished
     before = _progress(experiment)[1]
-    _kill_when(_start(resume, log, CLI), experiment, lambda started, finished: finished > before,
+    _kill_when(_start(resume, log), experiment, lambda started, finished: finished > before,
                "just after a trial finished")
     # 3. while several trials run
     finished_rows = {t.name: rows for t in trial_dirs(experiment)
@@ -112,14 +111,14 @@ def test_kill_9_at_three_moments_then_resume_loses_and_reruns_nothing(tmp_path):
                    if (rows := trial_results(t)) and rows[-1]["training_iteration"] < EPOCHS]
         return len(running) >= 2
 
-    proc = _start(resume, log, CLI)
+    proc = _start(resume, log)
     try:
         _kill_when(proc, experiment, several_running, "two trials running", timeout=120)
     except AssertionError:
         if proc.poll() is None:
             raise
     # 4. resume to the end
-    final = subprocess.run([*CLI, *resume], capture_output=True, text=True, timeout=600)
+    final = subprocess.run([*TINY_CLI, *resume], capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:] + log.read_text()[-3000:]
     assert f"trials: {SAMPLES} ({SAMPLES} finished, 0 errored)" in final.stdout, final.stdout
     assert "UpdateFinishedTrialError" not in final.stderr + log.read_text()
@@ -133,6 +132,7 @@ def test_kill_9_at_three_moments_then_resume_loses_and_reruns_nothing(tmp_path):
     assert all(t.status == "TERMINATED" for t in analysis.trials), [(t, t.status) for t in analysis.trials]
     for trial in trials:
         rows = trial_results(trial)
+        assert rows[-1]["trainable"] == "tiny"
         epochs = [r["training_iteration"] for r in rows]
         assert epochs and epochs[-1] >= 1
         # a finished trial was not touched again
@@ -211,7 +211,11 @@ run_search(SearchOptions(name="window", space={str(space)!r}, num_samples=2, max
 def test_kill_9_during_the_refit_stage_then_resume_continues_the_refit_trial(tmp_path):
     """The driver dies while a refit trial trains (search.refit). `resume` continues that trial
     from its checkpoint, starts no second refit and no new exploration trial, and the refit
-    trial ends with every epoch trained once (at most the one in flight twice)."""
+    trial ends with every epoch trained once (at most the one in flight twice).
+
+    The kill also cut Ray's state files in the experiment folder, as a kill while Ray copies
+    them does (cut here on purpose, after the kill): resume puts back the whole copies Ray left
+    in the killed driver's staging folder and keeps the cut ones beside."""
     refit_epochs = 10
     space = write_space(tmp_path, epochs=3)
     storage = tmp_path / "exp"
@@ -231,10 +235,16 @@ def test_kill_9_during_the_refit_stage_then_resume_continues_the_refit_trial(tmp
         return bool(trials) and 1 <= len(trial_results(trials[0])) < refit_epochs
 
     _kill_when(_start(run, log), experiment, refit_running, "a refit trial is training")
+    cut = [max(experiment.glob(pattern)) for pattern in ("experiment_state-*.json", "searcher-state-*.pkl")]
+    for path in cut:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     final = subprocess.run([*TINY_CLI, "resume", "refit", "--storage", str(storage), "--quiet"],
                            capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     assert "trials: 3 (3 finished, 0 errored)" in final.stdout, final.stdout
+    for path in cut:
+        assert f"{path.name} was cut short by a kill" in final.stderr, final.stderr[-3000:]
+        assert path.with_name(path.name + ".cut").is_file()
 
     (refit,) = refit_trials()
     params = json.loads((refit / "params.json").read_text())
