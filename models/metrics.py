@@ -56,7 +56,7 @@ class _OverlapMetric(keras.metrics.Metric):
 
     def reset_state(self):
         for v in (self.intersection, self.union, self.total):
-            v.assign(ops.zeros_like(v))
+            v.assign(ops.zeros(v.shape, dtype=v.dtype))  # not zeros_like(v): JAX cannot read a Variable's dtype
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold}
