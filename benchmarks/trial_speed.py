@@ -52,7 +52,7 @@ print("\\n" + json.dumps({**{k: job[k] for k in ("name", "setting", "repeat")}, 
     "val_map_last": last.get("val_map"), "epoch_seconds": [r.get("epoch_seconds") for r in result.history],
     "validation_seconds": [r.get("validation_seconds") for r in result.history if "val_iou" in r]}, default=float))
 """
-#: the published refit winner (benchmarks/results/dsb2018-cpu_leaderboard.md, f766852f)
+#: the published refit winner (f766852f in dsb2018-cpu-e5833f8_leaderboard.md; it won every search since)
 WINNER = {"backbone": "mobilenetv2", "decoder_depth": 5, "learning_rate": 0.00132, "dropout": 0.00605,
           "augment": "light", "loss": "bce_dice", "boundary_channel": True}
 
