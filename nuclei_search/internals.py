@@ -2,8 +2,9 @@
 
 Public APIs do not cover five things the project needs: resuming a search whose newest
 checkpoint was deleted by a kill (checkpoint repair rewrites Ray Tune's saved trial
-state), finding Ray's driver staging copy of a state file a kill cut short, telling Ray's OptunaSearch that a trial already finished in the study, keeping a
-private Ray on loopback, and validating a cluster-launcher YAML offline. Each access is a
+state), finding Ray's driver staging copy of a state file a kill cut short, telling Ray's
+OptunaSearch that a trial already finished in the study, keeping a private Ray on
+loopback, and validating a cluster-launcher YAML offline. Each access is a
 function here; nothing else in the package touches these names (the cluster-status task
 reads `ray._private.state` inside a function shipped to the cluster, listed in
 `STATUS_TASK_INTERNALS`).

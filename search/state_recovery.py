@@ -9,9 +9,11 @@ fails on it with a JSON or pickle traceback. The staging folder outlives the dri
 and at least as new: it is put back, the cut file kept beside as `*.cut`.
 
 A file is whole if it parses: JSON as JSON, a pickle (whatever its suffix) by walking its
-opcodes to STOP (`pickletools`, which executes nothing). Local experiment folders only; a driver on another
-machine than the one resuming leaves its staging folder there: a cut file without a whole
-copy is then a one-line error.
+opcodes to STOP (`pickletools`, which executes nothing). A copy is taken for the same run's
+when the experiment name and the file name (which holds the driver's start time to the
+second) match. Local experiment folders only; a driver on another machine than the one
+resuming leaves its staging folder there: a cut file without a whole copy is then a one-line
+error.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import pickletools
 import shutil
+from fnmatch import fnmatch
 from pathlib import Path
 
 from nuclei_search.errors import ExperimentError
@@ -28,7 +31,9 @@ from nuclei_search.internals import ray_driver_staging_folders
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".json", ".pkl")
+#: the driver files Ray writes at the top of an experiment folder (this project's own are written atomically)
+RAY_DRIVER_FILES = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json",
+                    "basic-variant-state-*.json", "tuner.pkl")
 
 
 def is_whole(path: Path) -> bool:
@@ -64,7 +69,8 @@ def _whole_copy(name: str, staging: list[Path]) -> Path | None:
 def recover_cut_state(experiment: Path) -> list[str]:
     """Replace every cut driver file at the top of the experiment folder by the newest whole
     copy in Ray's staging folders; returns one line per file put back."""
-    cut = [p for p in sorted(experiment.iterdir()) if p.is_file() and p.suffix in SUFFIXES and not is_whole(p)]
+    cut = [p for p in sorted(experiment.iterdir())
+           if p.is_file() and any(fnmatch(p.name, pattern) for pattern in RAY_DRIVER_FILES) and not is_whole(p)]
     if not cut:
         return []
     staging = ray_driver_staging_folders(experiment.name)

@@ -97,6 +97,7 @@ def test_a_cut_state_file_is_put_back_from_the_newest_whole_staging_copy(tmp_pat
     (experiment / state_name).write_text(new_state[:15])
     (experiment / searcher_name).write_bytes(searcher[: len(searcher) // 2])
     (experiment / "tuner.pkl").write_bytes(pickle.dumps({"whole": True}))
+    (experiment / "ensemble.json").write_text("{")  # not Ray's: left alone
     (experiment / "search_gen_state-2026-12-02_19-00-00.json").write_bytes(pickle.dumps({"counter": 2}))  # Ray's
     assert not is_whole(experiment / state_name) and not is_whole(experiment / searcher_name)
     assert is_whole(experiment / "tuner.pkl") and is_whole(experiment / "search_gen_state-2026-12-02_19-00-00.json")
@@ -107,6 +108,7 @@ def test_a_cut_state_file_is_put_back_from_the_newest_whole_staging_copy(tmp_pat
     assert pickle.loads((experiment / searcher_name).read_bytes()) == {"study": list(range(300))}
     assert (experiment / f"{state_name}.cut").read_text() == new_state[:15]  # kept beside
     assert recover_cut_state(experiment) == []  # nothing left to do
+    assert (experiment / "ensemble.json").read_text() == "{"
 
     # no whole copy anywhere: a one-line error naming the file, which is left as it was
     import pytest
