@@ -26,13 +26,14 @@ import shutil
 from fnmatch import fnmatch
 from pathlib import Path
 
+from nuclei_search.contract import RAY_STATE_PATTERN
 from nuclei_search.errors import ExperimentError
 from nuclei_search.internals import ray_driver_staging_folders
 
 log = logging.getLogger(__name__)
 
 #: the driver files Ray writes at the top of an experiment folder (this project's own are written atomically)
-RAY_DRIVER_FILES = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json",
+RAY_DRIVER_FILES = (RAY_STATE_PATTERN, "searcher-state-*.pkl", "search_gen_state-*.json",
                     "basic-variant-state-*.json", "tuner.pkl")
 
 
