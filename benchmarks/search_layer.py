@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 SLEEP_S = 1.0
 
 
-def sleep_trial(config: dict, space_source: str | None = None, space_text: str | None = None) -> None:
+def sleep_trial(config: dict, space_source: str | None = None, space_text: str | None = None,
+                milestones: tuple[int, ...] = ()) -> None:
     from ray import tune
 
     from nuclei_search.contract import RANK_METRIC

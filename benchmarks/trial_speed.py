@@ -2,19 +2,22 @@
 
 Each trial is `models.train.train` on the full shared stage1_train, in its own process
 with one CPU thread, two at a time on the 2 cores: the way the published search runs its
-trials (`--max-concurrent 2`, 1 CPU each). "before" is the code of issue 13 (commit
-`BEFORE_REV`, checked out into a temporary git worktree: float32, one train step per call
-into TensorFlow, validation through Keras' `predict_on_batch`); "after" is this checkout
-with `precision: mixed`. Both use the published space's fixed settings (128-px crops,
-batch 16, validation every 2 epochs on the whole validation images) and the same seed and
-split; every (configuration, setting) runs `repeats` times. Jobs are queued
-before/after alternately on two workers, so both settings share the machine alike.
+exploration trials (`--max-concurrent 2`, 1 CPU each). "before" is the code of issue 13
+(commit `BEFORE_REV`, checked out into a temporary git worktree: float32, one train step per
+call into TensorFlow, validation through Keras' `predict_on_batch`, every 2 epochs); "after"
+is this checkout with the published space's settings (float32, several steps per execution,
+the graph predictor, validation at ASHA's rungs of the published run and every 2 epochs in the
+last `validation_tail` of the schedule); "after_mixed" adds `precision: mixed` (bfloat16
+here). All use the published space's fixed settings (128-px crops, batch 16, whole validation
+images) and the same seed and split; every (configuration, setting) runs `repeats` times.
+Jobs are queued setting by setting alternately on two workers, so all settings share the
+machine alike.
 
-The figure is the ratio of trial-epochs per CPU-hour (after / before, all runs pooled);
-the validation IoU after the same epochs is reported per setting with its spread over
-the repeats, to show the speed is not bought with accuracy.
+The figure is the ratio of trial-epochs per CPU-hour (after / before, all runs pooled); the
+validation IoU after the same epochs is reported per setting with its spread over the
+repeats, to show the speed is not bought with accuracy. A refit trial validates by the same
+plan without rungs; its ratio is derived from the measured seconds per epoch and per validation.
 """
-
 from __future__ import annotations
 
 import json
@@ -34,8 +37,14 @@ log = logging.getLogger(__name__)
 SPACE = REPO / "search" / "spaces" / "dsb2018_cpu.yaml"
 #: issue 13's code (the published search and its proof ran on it)
 BEFORE_REV = "6453318"
-#: setting -> (git revision or None for this checkout, TrialConfig changes)
-SETTINGS = {"before": (BEFORE_REV, {}), "after": (None, {"precision": "mixed"})}
+#: the published search's ASHA (`--grace-period 4`, 16 epochs): the epochs its trials always validate
+PUBLISHED_MILESTONES = (4, 8, 16)
+#: fields of this checkout's TrialConfig the before revision does not have (set per setting)
+NEW_FIELDS = ("validation_tail",)
+#: setting -> (git revision or None for this checkout, TrialConfig changes, validation milestones)
+SETTINGS = {"before": (BEFORE_REV, {}, ()),
+            "after": (None, {"validation_tail": "space"}, PUBLISHED_MILESTONES),
+            "after_mixed": (None, {"validation_tail": "space", "precision": "mixed"}, PUBLISHED_MILESTONES)}
 #: one trial, run by `python -c` against the tree under test (only models.train and the config,
 #: which both revisions have)
 JOB = """
@@ -44,7 +53,7 @@ from nuclei_search.models.train import train
 from nuclei_search.config import TrialConfig
 job = json.loads(sys.argv[1])
 started = time.perf_counter()
-result = train(TrialConfig.from_dict(job["config"]), cpus=1)
+result = train(TrialConfig.from_dict(job["config"]), cpus=1, **job["kwargs"])
 seconds = time.perf_counter() - started
 last = result.history[-1]
 print("\\n" + json.dumps({**{k: job[k] for k in ("name", "setting", "repeat")}, "seconds": seconds,
@@ -62,7 +71,7 @@ def configurations(data: str, epochs: int) -> dict[str, dict]:
     import yaml
 
     space = yaml.safe_load(SPACE.read_text())
-    fixed = {k: v for k, v in space["fixed"].items() if k != "data"}
+    fixed = {k: v for k, v in space["fixed"].items() if k != "data" and k not in NEW_FIELDS}
     fixed.update(data=data, epochs=epochs)
     return {"readme_recipe": {**fixed, **space["start_from"][0]}, "published_winner": {**fixed, **WINNER}}
 
@@ -85,6 +94,12 @@ def summarise(runs: list[dict]) -> dict:
         rows = [r for r in runs if r["setting"] == setting]
         epochs, seconds = sum(r["epochs"] for r in rows), sum(r["seconds"] for r in rows)
         by_setting[setting] = {"trial_epochs_per_cpu_hour": epochs / (seconds / 3600.0), "runs": len(rows)}
+        validations = [v for r in rows for v in r["validation_seconds"] if v is not None]
+        epoch_seconds = [e for r in rows for e in r["epoch_seconds"] if e is not None]
+        if validations and epoch_seconds:  # the before revision does not time them
+            by_setting[setting].update(seconds_per_epoch=statistics.fmean(epoch_seconds),
+                                       seconds_per_validation=statistics.fmean(validations),
+                                       validations_per_run=len(validations) / len(rows))
         for name in sorted({r["name"] for r in rows}):
             ious = [r["val_iou_last"] for r in rows if r["name"] == name]
             by_setting[setting][name] = {"val_iou_last": ious, "mean": statistics.fmean(ious),
@@ -98,12 +113,17 @@ def run(quick: bool = False, epochs: int = 8, repeats: int = 2, storage: str | N
 
     data = "synthetic:24" if quick else str(dsb2018_zip())
     epochs, repeats = (2, 1) if quick else (epochs, repeats)
+    import yaml
+
+    tail = yaml.safe_load(SPACE.read_text())["fixed"].get("validation_tail", 1.0)
     jobs = []
     for repeat in range(repeats):
         for name, values in configurations(data, epochs).items():
-            for setting, (_, changes) in SETTINGS.items():
+            for setting, (_, changes, milestones) in SETTINGS.items():
+                changes = {k: tail if v == "space" else v for k, v in changes.items()}
                 config = {**values, **changes, "seed": repeat, **({"image_size": 64} if quick else {})}
-                jobs.append({"name": name, "setting": setting, "repeat": repeat, "config": config})
+                kwargs = {"validation_milestones": list(milestones)} if milestones else {}
+                jobs.append({"name": name, "setting": setting, "repeat": repeat, "config": config, "kwargs": kwargs})
     # Prepare the data cache once, before the workers race for it.
     from nuclei_search.data_pipeline.loader import load_data
     from nuclei_search.config import TrialConfig
@@ -112,11 +132,29 @@ def run(quick: bool = False, epochs: int = 8, repeats: int = 2, storage: str | N
     folder = Path(storage) if storage else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    with source_trees({s: rev for s, (rev, _) in SETTINGS.items()}) as trees, ThreadPoolExecutor(max_workers=2) as pool:
+    with source_trees({s: rev for s, (rev, _, _) in SETTINGS.items()}) as trees, ThreadPoolExecutor(max_workers=2) as pool:
         runs = list(pool.map(lambda job: _subprocess(job, trees, folder), jobs))
     summary = summarise(runs)
-    ratio = summary["after"]["trial_epochs_per_cpu_hour"] / summary["before"]["trial_epochs_per_cpu_hour"]
+    rate = {s: summary[s]["trial_epochs_per_cpu_hour"] for s in SETTINGS}
+    ratio = rate["after"] / rate["before"]
     return result(NAME, MEASURE, TARGET, ratio, "x", ratio >= 1.5, epochs=epochs, repeats=repeats,
-                  settings={k: {"revision": rev or "this checkout", "config": c} for k, (rev, c) in SETTINGS.items()},
-                  summary=summary, runs=runs)
+                  settings={k: {"revision": rev or "this checkout", "config": c, "milestones": list(m)}
+                            for k, (rev, c, m) in SETTINGS.items()},
+                  ratio_mixed=rate["after_mixed"] / rate["before"],
+                  refit=refit_ratios(summary, tail), summary=summary, runs=runs)
 
+
+def refit_ratios(summary: dict, tail: float, epochs: int = 80) -> dict:
+    """The validation plan's effect on a refit of `epochs` epochs (not scheduled, so no rungs): its
+    trial-epochs per CPU-hour validating by the plan with `validation_tail` / validating every 2, from
+    the seconds per epoch and per validation each "after" setting measured in this run."""
+    from nuclei_search.config import TrialConfig
+    from nuclei_search.models.train import validation_epochs
+
+    every = len(validation_epochs(TrialConfig(epochs=epochs, validation_freq=2)))
+    plan = len(validation_epochs(TrialConfig(epochs=epochs, validation_freq=2, validation_tail=tail)))
+    ratios = {}
+    for setting in ("after", "after_mixed"):
+        per_epoch, per_validation = summary[setting]["seconds_per_epoch"], summary[setting]["seconds_per_validation"]
+        ratios[setting] = (epochs * per_epoch + every * per_validation) / (epochs * per_epoch + plan * per_validation)
+    return {"epochs": epochs, "validations_every_2": every, "validations_plan": plan, "ratio": ratios}

@@ -4,7 +4,8 @@
 model, trains with the encoder frozen for `freeze_epochs` and then fine-tuned at a
 lower learning rate, and validates on whole validation images after every
 `validation_freq`-th epoch and the last (foreground IoU over all nucleus pixels, Dice,
-Kaggle mAP; Keras' `validation_freq`). The hook receives each validated epoch's
+Kaggle mAP; Keras' `validation_freq`), less often before the last `validation_tail` of the
+schedule (`validation_epochs`). The hook receives each validated epoch's
 metrics and the model: `nuclei-search train` writes files with it, the Ray Tune
 trainable reports and checkpoints with it.
 """
@@ -19,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from nuclei_search.config import TrialConfig
 from nuclei_search.contract import MODEL_FILE, STATE_FILE
@@ -35,6 +36,8 @@ EpochHook = Callable[[int, dict, object, "TrainState"], None]
 #: At least this many train steps per call into TensorFlow (Keras' `steps_per_execution`): the
 #: same steps, fewer round trips through Python per epoch (BENCHMARKS.md, `train_step`).
 STEPS_PER_EXECUTION = 8
+#: Before the last `validation_tail` of a schedule, validation runs this many times less often.
+SPARSE_FACTOR = 4
 
 
 def execution_steps(steps: int, target: int = STEPS_PER_EXECUTION) -> int:
@@ -151,9 +154,18 @@ def training_phases(config: TrialConfig) -> list[tuple[bool, float, int, int]]:
     return phases
 
 
-def is_validation_epoch(epoch: int, config: TrialConfig) -> bool:
-    """Whether 1-based `epoch` is validated (and reported): every `validation_freq`-th and the last."""
-    return epoch % int(config.validation_freq) == 0 or epoch >= int(config.epochs)
+def validation_epochs(config: TrialConfig, milestones: Iterable[int] = ()) -> list[int]:
+    """The 1-based epochs validated (and reported), in order: every `validation_freq`-th epoch in
+    the last `validation_tail` of the schedule (where a cosine schedule's best epoch falls), every
+    `SPARSE_FACTOR × validation_freq`-th before it, the `milestones` (the epochs a search scheduler
+    reads, e.g. ASHA's rungs) and the last epoch. `validation_tail: 1` (the default) validates
+    every `validation_freq`-th epoch, as Keras' `validation_freq` does."""
+    epochs, freq = int(config.epochs), int(config.validation_freq)
+    tail_from = epochs - math.floor(float(config.validation_tail) * epochs + 1e-9)
+    chosen = {e for e in range(freq, epochs + 1, freq) if e > tail_from or e % (SPARSE_FACTOR * freq) == 0}
+    chosen.update(int(m) for m in milestones if 1 <= int(m) <= epochs)
+    chosen.add(epochs)
+    return sorted(chosen)
 
 
 def load_checkpoint_model(folder: str | Path):
@@ -226,10 +238,13 @@ class Validation:
                               instance_method=config.instance_method, types=self.types).as_metrics()
 
 
-def epoch_recorder(config: TrialConfig, state: TrainState, validation: Validation, on_epoch_end: EpochHook | None):
+def epoch_recorder(config: TrialConfig, state: TrainState, validation: Validation, on_epoch_end: EpochHook | None,
+                   milestones: Iterable[int] = ()):
     """A Keras callback writing each epoch into `state` (history, best), validating on whole images
-    after the validation epochs (`is_validation_epoch`) and calling the hook with their metrics."""
+    after the validation epochs (`validation_epochs`) and calling the hook with their metrics."""
     import keras
+
+    validated = set(validation_epochs(config, milestones))
 
     class EpochRecorder(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -240,7 +255,7 @@ def epoch_recorder(config: TrialConfig, state: TrainState, validation: Validatio
             row = {"epoch": epoch + 1, "learning_rate": float(self.model.optimizer.learning_rate),
                    "epoch_seconds": time.perf_counter() - self.epoch_started}
             state.epoch = epoch + 1
-            if is_validation_epoch(state.epoch, config):
+            if state.epoch in validated:
                 validation_started = time.perf_counter()
                 logs.update(validation.score(self.model, config))
                 row["validation_seconds"] = time.perf_counter() - validation_started
@@ -266,12 +281,14 @@ def train(
     resume_from: str | Path | None = None,
     progress: bool = False,
     steps_per_execution: int | None = None,
+    validation_milestones: Iterable[int] = (),
 ) -> TrainResult:
     """Train `config` for `config.epochs` epochs; return the best epoch's metrics and the model.
 
     `resume_from` is a checkpoint folder written by `TrainState.save`: training goes on
     from the epoch after it, with the optimizer state it held. `steps_per_execution`
-    defaults to `execution_steps(steps per epoch)`.
+    defaults to `execution_steps(steps per epoch)`. `validation_milestones`: epochs validated
+    besides the config's own (`validation_epochs`), e.g. the rungs of the search's scheduler.
     """
     from nuclei_search.data_pipeline.loader import make_train_dataset, steps_per_epoch, val_arrays
     from nuclei_search.models.unet import build_unet, pad_multiple
@@ -304,7 +321,8 @@ def train(
     freeze_until = training_phases(config)[-1][2]  # the fine-tune phase starts where the frozen one ends
     with released_custom_gradients():
         fit_phases(model, dataset, config, steps, per_execution=per_execution, first_epoch=state.epoch,
-                   callbacks=[divergence_guard(), epoch_recorder(config, state, validation, on_epoch_end)],
+                   callbacks=[divergence_guard(),
+                              epoch_recorder(config, state, validation, on_epoch_end, validation_milestones)],
                    verbose=1 if progress else 0,
                    keep_optimizer_of_phase=None if resume_from is None else state.epoch >= freeze_until)
     return TrainResult(

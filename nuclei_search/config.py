@@ -63,6 +63,9 @@ class TrialConfig:
     freeze_epochs: int = 0  # encoder frozen for the first N epochs
     fine_tune_lr_factor: float = 0.1  # learning rate multiplier after unfreezing
     validation_freq: int = 1  # validate (and report) every N epochs and after the last one
+    # the last fraction of the epochs validated every validation_freq; before it every
+    # SPARSE_FACTOR × validation_freq (and at the search scheduler's rungs), see models.train
+    validation_tail: float = 1.0
     threshold: float = 0.5
     instance_method: str = "watershed"  # how instances are cut from the mask (mAP)
     # float32 | mixed: 16-bit compute (bfloat16 on CPUs that have it, float16 on GPUs), see models.precision
@@ -99,6 +102,8 @@ class TrialConfig:
             raise bad("val_fraction", "must be in (0, 1)")
         if not 0.0 < self.threshold < 1.0:
             raise bad("threshold", "must be in (0, 1)")
+        if not 0.0 < self.validation_tail <= 1.0:
+            raise bad("validation_tail", "must be in (0, 1]")
         for name in ("batch_size", "crops_per_image", "epochs", "base_filters", "validation_freq"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be >= 1")

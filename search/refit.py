@@ -25,7 +25,9 @@ import time
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
 
+from nuclei_search.config import TrialConfig
 from nuclei_search.contract import TIME_ATTR
+from nuclei_search.models.train import validation_epochs
 from nuclei_search.search.space import REFIT_EPOCHS, REFIT_OF
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class RefitStage(Searcher):
     """Pass `explore` suggestions of `searcher` through, then suggest the top `top_k` again."""
 
     def __init__(self, searcher: Searcher, explore: int, top_k: int, epochs: int, minutes: float | None = None,
-                 concurrency: int = 1, budget_minutes: float | None = None,
+                 concurrency: int = 1, budget_minutes: float | None = None, validation: tuple[int, float] = (1, 1.0),
                  metric: str | None = None, mode: str | None = None) -> None:
         self.searcher = searcher
         self.explore = int(explore)
@@ -50,7 +52,9 @@ class RefitStage(Searcher):
         self.budget_minutes = budget_minutes  # of the whole search: the refit stage gets what is left
         self.spent = 0.0  # seconds the search has run (the driver's running time, as Ray's time_budget_s)
         self._last_tick: float | None = None
-        self.speed: dict[str, tuple[float, int]] = {}  # exploration trial id -> (seconds trained, epochs)
+        self.validation = tuple(validation)  # the refits' (validation_freq, validation_tail)
+        # exploration trial id -> (seconds trained, epochs, seconds validating, validations)
+        self.speed: dict[str, tuple[float, int, float, int]] = {}
         self.lengths: dict[str, int] = {}  # exploration trial id -> the epochs of its refit
         self.configs: dict[str, dict] = {}  # exploration trial id -> its suggested config
         self.scores: dict[str, float] = {}  # exploration trial id -> best metric value reported
@@ -133,13 +137,29 @@ class RefitStage(Searcher):
     def refit_length(self, source: str, minutes: float | None) -> int:
         """The epochs of `source`'s refit: `epochs`, or with the stage's `minutes` as many as fit in its share of
         the stage's wall time (the stage's slots run the plan's trials side by side, in waves when
-        there are more trials than slots) at the seconds per epoch `source` measured while exploring
-        (start-up and validation included, under the same concurrency), at most `epochs`."""
-        seconds, done = self.speed.get(source, (0.0, 0))
+        there are more trials than slots) at the speed `source` measured while exploring, under the
+        same concurrency: seconds per trained epoch (start-up included) and per validation, with the
+        refit's own validation epochs (`models.train.validation_epochs`), at most `epochs`."""
+        seconds, done, validating, validations = (tuple(self.speed.get(source, ())) + (0.0, 0, 0.0, 0))[:4]
         if minutes is None or not done or seconds <= 0:
             return self.epochs
         share = minutes * 60.0 * min(self.concurrency, len(self.plan)) / len(self.plan)
-        return max(1, min(self.epochs, int(share / (seconds / done))))
+        per_epoch = (seconds - validating) / done
+        per_validation = validating / validations if validations else 0.0
+        if per_epoch <= 0:  # no seconds left for training: validation was not timed apart
+            per_epoch, per_validation = seconds / done, 0.0
+        freq, tail = self.validation
+
+        def seconds_for(epochs: int) -> float:
+            plan = validation_epochs(TrialConfig(epochs=epochs, validation_freq=freq, validation_tail=tail))
+            return epochs * per_epoch + len(plan) * per_validation
+
+        length = 1
+        for epochs in range(1, self.epochs + 1):
+            if seconds_for(epochs) > share:
+                break
+            length = epochs
+        return length
 
     def ranked(self) -> list[str]:
         """Exploration trials with a score, best first, one per distinct configuration."""
@@ -172,7 +192,10 @@ class RefitStage(Searcher):
             return
         self._record(trial_id, result)
         if result.get("time_total_s") and result.get(TIME_ATTR):
-            self.speed[trial_id] = (float(result["time_total_s"]), int(result[TIME_ATTR]))
+            _, _, validating, validations = (tuple(self.speed.get(trial_id, ())) + (0.0, 0, 0.0, 0))[:4]
+            if result.get("validation_seconds") is not None:
+                validating, validations = validating + float(result["validation_seconds"]), validations + 1
+            self.speed[trial_id] = (float(result["time_total_s"]), int(result[TIME_ATTR]), validating, validations)
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

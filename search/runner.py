@@ -40,6 +40,8 @@ from nuclei_search.search.summary import SearchSummary
 
 log = logging.getLogger(__name__)
 
+ASHA_REDUCTION = 2  # ASHA's reduction factor: rungs at grace, 2·grace, 4·grace ... epochs
+
 #: RANK_METRIC: what ASHA and Optuna rank trials by, the best val_iou of the trial so far. Whole-image
 #: validation IoU swings by up to 0.1 from one epoch to the next early in training (high
 #: learning rate, from-scratch BatchNorm statistics), so ranking by the epoch that happens
@@ -82,9 +84,11 @@ def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path)
         if options.refit_top:
             from nuclei_search.search.refit import RefitStage
 
+            resolved = space.resolve(space.corner_samples()[0])
             searcher = RefitStage(searcher, explore=options.num_samples, top_k=options.refit_top,
                                   epochs=options.refit_epochs or max_epochs(space), minutes=options.refit_minutes,
-                                  concurrency=options.max_concurrent, budget_minutes=options.time_budget)
+                                  concurrency=options.max_concurrent, budget_minutes=options.time_budget,
+                                  validation=(int(resolved.validation_freq), float(resolved.validation_tail)))
         return searcher, {}
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -92,6 +96,24 @@ def build_searcher(options: SearchOptions, space: SearchSpace, experiment: Path)
     searcher = BasicVariantGenerator(max_concurrent=options.max_concurrent, random_state=options.seed,
                                      points_to_evaluate=[dict(p) for p in space.start_from] or None)
     return searcher, param_space
+
+
+def asha_grace(options: SearchOptions, epochs: int) -> int:
+    # default grace: a from-scratch encoder may predict all background for its first epochs
+    return options.grace_period or max(1, epochs // 4)
+
+
+def scheduler_milestones(options: SearchOptions, epochs: int) -> tuple[int, ...]:
+    """The epochs at which the scheduler compares trials (ASHA's rungs: grace · 2^k up to max_t, as Ray
+    builds them): each trial validates there, whatever its `validation_tail`. Other schedulers
+    decide at any report."""
+    if options.scheduler != "asha":
+        return ()
+    rungs, t = [], asha_grace(options, epochs)
+    while t <= epochs:
+        rungs.append(t)
+        t *= ASHA_REDUCTION
+    return tuple(rungs)
 
 
 def build_scheduler(options: SearchOptions, epochs: int):
@@ -107,9 +129,8 @@ def build_scheduler(options: SearchOptions, epochs: int):
 
     asha, median = (RefitASHA, RefitMedianStoppingRule) if options.refit_top else (ASHAScheduler, MedianStoppingRule)
     if options.scheduler == "asha":
-        # default grace: a from-scratch encoder may predict all background for its first epochs
-        grace = options.grace_period or max(1, epochs // 4)
-        return asha(time_attr=TIME_ATTR, max_t=epochs, grace_period=grace, reduction_factor=2)
+        return asha(time_attr=TIME_ATTR, max_t=epochs, grace_period=asha_grace(options, epochs),
+                    reduction_factor=ASHA_REDUCTION)
     if options.scheduler == "hyperband":
         return HyperBandScheduler(time_attr=TIME_ATTR, max_t=epochs, reduction_factor=2)
     if options.scheduler == "median":
@@ -119,12 +140,13 @@ def build_scheduler(options: SearchOptions, epochs: int):
 
 def build_trainable(options: SearchOptions, space: SearchSpace, function=None):
     """The trainable with its resources; `function` replaces `train_unet` (same signature:
-    config dict, space_source=, space_text=), e.g. for benchmarks of the search layer."""
+    config dict, space_source=, space_text=, milestones=), e.g. for benchmarks of the search layer."""
     from ray import tune
 
     from nuclei_search.search.trainable import train_unet
 
-    trainable = tune.with_parameters(function or train_unet, space_source=options.space, space_text=space.to_yaml())
+    trainable = tune.with_parameters(function or train_unet, space_source=options.space, space_text=space.to_yaml(),
+                                     milestones=scheduler_milestones(options, max_epochs(space)))
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     return tune.with_resources(trainable, resources)
 

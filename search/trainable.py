@@ -1,6 +1,7 @@
-"""The Ray Tune trainable: a plain function that trains one config and reports every epoch.
+"""The Ray Tune trainable: a plain function that trains one config and reports every validated epoch.
 
-It calls the same `models.train.train` as `nuclei-search train`. Each epoch it reports
+It calls the same `models.train.train` as `nuclei-search train`. Each validated epoch (the
+config's `validation_epochs` and the scheduler's rungs) it reports
 `val_iou` (plus losses, `val_dice`, `val_map`) and `val_iou_best`, the best `val_iou` of
 the trial so far, with a checkpoint holding the model and the training state, so ASHA can
 stop it, the best checkpoint can be found later, and a restored search continues the
@@ -22,7 +23,7 @@ from ray import tune
 
 from nuclei_search.contract import CHECKPOINT_MANIFEST, RANK_METRIC, STATE_FILE
 from nuclei_search.quiet import import_tensorflow
-from nuclei_search.search.space import SearchSpace
+from nuclei_search.search.space import REFIT_OF, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +134,23 @@ def run_trial(fit: Callable[[str | None, Callable], None], **reported) -> None:
         start(None)
 
 
-def train_unet(config: dict, space_source: str | None = None, space_text: str | None = None) -> None:
-    """Ray Tune function trainable. `config` holds the sampled values plus the fixed ones."""
+def train_unet(config: dict, space_source: str | None = None, space_text: str | None = None,
+               milestones: tuple[int, ...] = ()) -> None:
+    """Ray Tune function trainable. `config` holds the sampled values plus the fixed ones.
+    `milestones`: the epochs the search's scheduler reads (ASHA's rungs), always validated in
+    exploration trials (refit trials are not scheduled)."""
     import_tensorflow()  # TensorFlow's start-up lines stay out of the trial's log (TF_CPP_MIN_LOG_LEVEL=3)
     from nuclei_search.models.train import train
 
     trial_config = SearchSpace.from_text(space_text, source=space_source or "<space>").resolve(config)
+    if config.get(REFIT_OF) is not None:
+        milestones = ()
 
     def fit(resume_from: str | None, report: Callable) -> None:
         def report_epoch(epoch: int, row: dict, model, state) -> None:
             report(row, state.best["val_iou"], lambda folder: state.save(folder, model))
 
-        train(trial_config, report_epoch, cpus=_trial_cpus(), resume_from=resume_from)
+        train(trial_config, report_epoch, cpus=_trial_cpus(), resume_from=resume_from,
+              validation_milestones=milestones)
 
     run_trial(fit, backbone_resolved=trial_config.backbone)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: fixed values that may differ between searches that share a history: the training budget
 #: and where things are (the data itself is compared by fingerprint)
-BUDGET_FIELDS = ("epochs", "validation_freq", "data", "cache_dir")
+BUDGET_FIELDS = ("epochs", "validation_freq", "validation_tail", "data", "cache_dir")
 
 
 def experiment_fingerprint(experiment: Path, space: SearchSpace) -> str | None:

@@ -1,5 +1,5 @@
 """Speed levers: mixed precision as a trial option, several train steps per call into
-TensorFlow, inference through one frozen graph."""
+TensorFlow, inference through one frozen graph, validation where it is read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from nuclei_search.models.inference import GraphPredictor, predict_images
 from nuclei_search.models.precision import cpu_has_bf16, dtype_policy, policy_name
-from nuclei_search.models.train import compile_model, execution_steps, train
+from nuclei_search.models.train import compile_model, execution_steps, train, validation_epochs
 from nuclei_search.models.unet import build_unet, load_unet
 from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError
@@ -112,3 +112,33 @@ def test_precision_is_a_search_dimension():
     assert {space.resolve({"precision": p}).precision for p in ("float32", "mixed")} == {"float32", "mixed"}
     with pytest.raises(ConfigError, match="precision"):
         space.resolve({"precision": "float16"})
+
+
+@pytest.mark.parametrize("epochs, freq, tail, milestones, expected", [
+    (16, 2, 1.0, (), [2, 4, 6, 8, 10, 12, 14, 16]),  # the default: every validation_freq-th epoch (Keras)
+    (7, 3, 1.0, (), [3, 6, 7]),  # and the last
+    (16, 2, 0.25, (4, 8, 16), [4, 8, 14, 16]),  # the published exploration trial: ASHA's rungs + the tail
+    (80, 2, 0.25, (), [8, 16, 24, 32, 40, 48, 56] + list(range(62, 81, 2))),  # a refit: sparse, then dense
+    (5, 1, 0.4, (1, 9), [1, 4, 5]),  # a milestone beyond the schedule is ignored
+])
+def test_validation_epochs_are_dense_in_the_tail_sparse_before_and_at_every_milestone(epochs, freq, tail,
+                                                                                       milestones, expected):
+    config = TrialConfig(epochs=epochs, validation_freq=freq, validation_tail=tail)
+    assert validation_epochs(config, milestones) == expected
+
+
+@pytest.mark.parametrize("tail", [0.0, -0.5, 1.5])
+def test_validation_tail_outside_0_1_is_refused(tail):
+    with pytest.raises(ConfigError, match="validation_tail"):
+        TrialConfig(validation_tail=tail).validate()
+
+
+def test_train_validates_and_reports_only_the_planned_epochs():
+    config = TrialConfig(**TINY, epochs=5, validation_freq=1, validation_tail=0.4)
+    reported = []
+    result = train(config, lambda epoch, row, model, state: reported.append(epoch), validation_milestones=(1,))
+    assert reported == [1, 4, 5]
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]  # every epoch trained and recorded
+    assert [r["epoch"] for r in result.history if "val_iou" in r] == [1, 4, 5]
+    assert all("validation_seconds" in r for r in result.history if "val_iou" in r)
+    assert result.best["epoch"] in (1, 4, 5)

@@ -3,7 +3,8 @@ earlier experiments, and an ensemble export with postprocessing chosen on valida
 
 One real tiny search (Ray Tune + Optuna + ASHA, 12 synthetic images, 32 px) serves the
 module: two `start_from` points (decoder depths 4 and 3) then one sampled trial, and a
-refit stage that trains the top two configurations again for 3 epochs instead of 2.
+refit stage that trains the top two configurations again for 3 epochs instead of 2
+(validated in the last half of each schedule and at ASHA's rungs).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ fixed:
   data: synthetic:12
   image_size: 32
   epochs: 2
+  validation_tail: 0.5
   batch_size: 4
   crops_per_image: 1
   base_filters: 4
@@ -110,8 +112,13 @@ def test_refit_trains_the_top_configurations_again_as_trials_of_the_experiment(s
         assert refit.params == source.params
         assert refit.config == {**source.config, "epochs": REFIT_EPOCHS}
         assert refit.epochs_run == REFIT_EPOCHS and refit.stop_reason == "completed"  # ASHA left it alone
+        # validation_tail 0.5 of 3 epochs: the refit (not scheduled) validates and reports its last epoch only
+        assert [r["epoch"] for r in trial_results(refit.folder)] == [REFIT_EPOCHS]
         assert refit.best_checkpoint is not None
         assert refit.started >= max(t.ended for t in explored) - 1  # after every exploration trial ended
+    # ASHA's rungs (grace 1: epochs 1 and 2) are always validated, until ASHA stops a trial
+    reported = [[r["epoch"] for r in trial_results(t.folder)] for t in explored]
+    assert all(epochs == [1, 2][: len(epochs)] for epochs in reported) and [1, 2] in reported
     frame = experiment_frame(experiment)
     stages = dict(zip(frame["id"], frame["stage"]))
     assert {stages[t.trial_id] for t in refits} == {f"refit of {t.refit_of}" for t in refits}

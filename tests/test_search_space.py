@@ -10,6 +10,7 @@ import optuna
 import pytest
 from ray import tune
 
+from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError
 from nuclei_search.search.space import SearchSpace
 
@@ -85,3 +86,48 @@ def test_with_fixed_overrides_and_round_trips():
     again = SearchSpace.from_text(space.to_yaml())
     assert again.fixed["data"] == "synthetic:12" and again.fixed["epochs"] == 3
     assert [p.name for p in again.params] == [p.name for p in space.params]
+
+
+@pytest.mark.parametrize("grace, epochs", [(4, 16), (4, 20), (1, 8), (3, 16), (2, 2)])
+def test_every_trial_validates_at_the_rungs_ray_builds_for_asha(grace, epochs):
+    from nuclei_search.search.experiment import SearchOptions
+    from nuclei_search.search.runner import build_scheduler, scheduler_milestones
+
+    options = SearchOptions(name="x", space="s.yaml", grace_period=grace)
+    scheduler = build_scheduler(options, epochs)
+    rays = sorted(milestone for milestone, _ in scheduler._brackets[0]._rungs)  # Ray's own rungs (private)
+    assert list(scheduler_milestones(options, epochs)) == rays
+    assert scheduler_milestones(SearchOptions(name="x", space="s.yaml", scheduler="median"), epochs) == ()
+
+
+def test_refits_are_sized_with_their_own_validation_epochs():
+    """A refit that validates less often than its exploration trial gets the epochs that time frees:
+    training and validation seconds are measured apart and the refit's own plan is counted."""
+    from ray.tune.search import Searcher
+
+    from nuclei_search.models.train import validation_epochs
+    from nuclei_search.search.refit import RefitStage
+
+    def stage(tail):
+        refit = RefitStage(Searcher(metric="val_iou_best", mode="max"), explore=1, top_k=1, epochs=500, validation=(2, tail))
+        refit.plan = ["a"]
+        for epoch in (2, 4, 6, 8, 10):  # 10 epochs of 6 s, a 10 s validation every 2
+            refit.on_trial_result("a", {"time_total_s": epoch * 6.0 + epoch // 2 * 10.0, "epoch": epoch,
+                                        "validation_seconds": 10.0, "val_iou_best": 0.5})
+        return refit
+
+    def seconds(epochs, tail):
+        plan = validation_epochs(TrialConfig(epochs=epochs, validation_freq=2, validation_tail=tail))
+        return epochs * 6.0 + len(plan) * 10.0
+
+    lengths = {}
+    for tail in (1.0, 0.25):
+        lengths[tail] = stage(tail).refit_length("a", minutes=10.0)
+        assert seconds(lengths[tail], tail) <= 600 < seconds(lengths[tail] + 1, tail)
+    assert lengths[1.0] == 54  # 54 epochs · 6 s + 27 validations · 10 s = 594 s
+    assert lengths[0.25] > 1.2 * lengths[1.0]
+    # a trainable that does not time its validation apart: seconds per epoch, all in
+    legacy = RefitStage(Searcher(metric="val_iou_best", mode="max"), explore=1, top_k=1, epochs=500, validation=(2, 0.25))
+    legacy.plan = ["a"]
+    legacy.on_trial_result("a", {"time_total_s": 110.0, "epoch": 10, "val_iou_best": 0.5})
+    assert legacy.refit_length("a", minutes=10.0) == 54

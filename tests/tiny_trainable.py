@@ -36,7 +36,8 @@ def _val_iou(config, epoch: int) -> float:
     return round((1.0 - math.exp(-epoch * config.learning_rate * 100.0)) * (1.0 - config.dropout / 2), 6)
 
 
-def tiny_trainable(config: dict, space_source: str | None = None, space_text: str | None = None) -> None:
+def tiny_trainable(config: dict, space_source: str | None = None, space_text: str | None = None,
+                   milestones: tuple[int, ...] = ()) -> None:
     trial_config = SearchSpace.from_text(space_text, source=space_source or "<space>").resolve(config)
 
     def fit(resume_from: str | None, report) -> None:
