@@ -41,12 +41,17 @@ SPARSE_FACTOR = 4
 
 
 def execution_steps(steps: int, target: int = STEPS_PER_EXECUTION) -> int:
-    """The smallest divisor of `steps` (an epoch's batches) that is at least `target` (or `steps`).
+    """The smallest divisor of `steps` (an epoch's batches) that is at least `target` (or `steps`);
+    1 for an epoch of fewer than 2 × `target` steps.
 
-    Keras runs whole executions, so a value that does not divide the epoch would add steps.
+    Keras runs whole executions, so a value that does not divide the epoch would add steps. Several
+    steps per call are traced as a `tf.while_loop`, a few seconds more once per fit: worth it only
+    when it saves many round trips an epoch (a small epoch saves a few milliseconds).
     """
     steps = max(1, int(steps))
-    return next((d for d in range(min(target, steps), steps + 1) if steps % d == 0), steps)
+    if steps < 2 * target:
+        return 1
+    return next((d for d in range(target, steps + 1) if steps % d == 0), steps)
 
 
 class TrialDiverged(NucleiSearchError, RuntimeError):

@@ -5,12 +5,14 @@ The experiment is a real Ray Tune + Optuna + ASHA search on 12 synthetic images
 (32 px crops, 4 base filters, plain encoder, 2 epochs). Searcher seed 3 makes its
 first trial read a data source that does not exist, so it fails within seconds and
 the experiment holds an errored trial next to finished (and possibly ASHA-stopped)
-ones. It is built once per test session, by whichever results test module asks
-first, and reused read-only by the others (each module's fixture re-reads it).
+ones. It is built once per test run (one xdist worker builds it, the others wait), by whichever
+results test module asks first, and reused read-only by the others (each module's fixture
+re-reads it).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -35,11 +37,26 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
+def shared_temp(tmp_path_factory) -> Path:
+    """The test run's temporary folder, shared by pytest-xdist's workers (each has its own below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def build_experiment(tmp_path_factory) -> Path:
-    """The session's tiny experiment folder, searched on first use (~30-60 s on 2 CPUs)."""
+    """The test run's tiny experiment folder, searched on first use (~30-60 s on 2 CPUs) by one
+    xdist worker while the others wait for it (pytest-xdist's recipe: a file lock in the shared
+    temporary folder)."""
+    from filelock import FileLock
+
+    root = shared_temp(tmp_path_factory) / "results-experiment"
+    with FileLock(str(root) + ".lock"):
+        return _build_experiment(root)
+
+
+def _build_experiment(root: Path) -> Path:
     import ray
 
-    root = tmp_path_factory.getbasetemp() / "results-experiment"
     experiment = root / "storage" / EXPERIMENT
     done = root / "DONE"
     if done.is_file():
