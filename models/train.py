@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 #: on_epoch_end(epoch (1-based), metrics of that epoch, model, state to checkpoint)
 EpochHook = Callable[[int, dict, object, "TrainState"], None]
 
-#: At least this many train steps per call into TensorFlow (Keras' `steps_per_execution`): the
-#: same steps, fewer round trips through Python per epoch (BENCHMARKS.md, `train_step`).
+#: At least this many train steps per call into TensorFlow (Keras' `steps_per_execution`) in an epoch
+#: of at least twice as many: the same steps, fewer round trips through Python (BENCHMARKS.md, `train_step`).
 STEPS_PER_EXECUTION = 8
 #: Before the last `validation_tail` of a schedule, validation runs this many times less often.
 SPARSE_FACTOR = 4
