@@ -51,7 +51,7 @@ def execution_steps(steps: int, target: int = STEPS_PER_EXECUTION) -> int:
     steps = max(1, int(steps))
     if steps < 2 * target:
         return 1
-    return next((d for d in range(target, steps + 1) if steps % d == 0), steps)
+    return next(d for d in range(target, steps + 1) if steps % d == 0)  # steps itself at the latest
 
 
 class TrialDiverged(NucleiSearchError, RuntimeError):
