@@ -88,9 +88,20 @@ def _subprocess(job: dict, trees: dict[str, Path], storage: Path | None) -> dict
     return out
 
 
+def settings_here() -> dict:
+    """SETTINGS without "after_mixed" on a CPU without bfloat16 instructions: `precision: mixed` trains in
+    float32 there (models/precision.py), so it would only run "after" a second time."""
+    from nuclei_search.models.precision import cpu_has_bf16
+
+    if cpu_has_bf16():
+        return SETTINGS
+    log.info("no bfloat16 instructions on this CPU: 'after_mixed' would be 'after' again, not run")
+    return {k: v for k, v in SETTINGS.items() if k != "after_mixed"}
+
+
 def summarise(runs: list[dict]) -> dict:
     by_setting: dict[str, dict] = {}
-    for setting in SETTINGS:
+    for setting in sorted({r["setting"] for r in runs}, key=list(SETTINGS).index):
         rows = [r for r in runs if r["setting"] == setting]
         epochs, seconds = sum(r["epochs"] for r in rows), sum(r["seconds"] for r in rows)
         by_setting[setting] = {"trial_epochs_per_cpu_hour": epochs / (seconds / 3600.0), "runs": len(rows)}
@@ -116,10 +127,11 @@ def run(quick: bool = False, epochs: int = 8, repeats: int = 2, storage: str | N
     import yaml
 
     tail = yaml.safe_load(SPACE.read_text())["fixed"].get("validation_tail", 1.0)
+    settings = settings_here()
     jobs = []
     for repeat in range(repeats):
         for name, values in configurations(data, epochs).items():
-            for setting, (_, changes, milestones) in SETTINGS.items():
+            for setting, (_, changes, milestones) in settings.items():
                 changes = {k: tail if v == "space" else v for k, v in changes.items()}
                 config = {**values, **changes, "seed": repeat, **({"image_size": 64} if quick else {})}
                 kwargs = {"validation_milestones": list(milestones)} if milestones else {}
@@ -132,15 +144,15 @@ def run(quick: bool = False, epochs: int = 8, repeats: int = 2, storage: str | N
     folder = Path(storage) if storage else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    with source_trees({s: rev for s, (rev, _, _) in SETTINGS.items()}) as trees, ThreadPoolExecutor(max_workers=2) as pool:
+    with source_trees({s: rev for s, (rev, _, _) in settings.items()}) as trees, ThreadPoolExecutor(max_workers=2) as pool:
         runs = list(pool.map(lambda job: _subprocess(job, trees, folder), jobs))
     summary = summarise(runs)
-    rate = {s: summary[s]["trial_epochs_per_cpu_hour"] for s in SETTINGS}
+    rate = {s: summary[s]["trial_epochs_per_cpu_hour"] for s in settings}
     ratio = rate["after"] / rate["before"]
     return result(NAME, MEASURE, TARGET, ratio, "x", ratio >= 1.5, epochs=epochs, repeats=repeats,
                   settings={k: {"revision": rev or "this checkout", "config": c, "milestones": list(m)}
-                            for k, (rev, c, m) in SETTINGS.items()},
-                  ratio_mixed=rate["after_mixed"] / rate["before"],
+                            for k, (rev, c, m) in settings.items()},
+                  ratio_mixed=rate["after_mixed"] / rate["before"] if "after_mixed" in rate else None,
                   refit=refit_ratios(summary, tail), summary=summary, runs=runs)
 
 
@@ -154,7 +166,7 @@ def refit_ratios(summary: dict, tail: float, epochs: int = 80) -> dict:
     every = len(validation_epochs(TrialConfig(epochs=epochs, validation_freq=2)))
     plan = len(validation_epochs(TrialConfig(epochs=epochs, validation_freq=2, validation_tail=tail)))
     ratios = {}
-    for setting in ("after", "after_mixed"):
+    for setting in [s for s in ("after", "after_mixed") if s in summary]:
         per_epoch, per_validation = summary[setting]["seconds_per_epoch"], summary[setting]["seconds_per_validation"]
         ratios[setting] = (epochs * per_epoch + every * per_validation) / (epochs * per_epoch + plan * per_validation)
     return {"epochs": epochs, "validations_every_2": every, "validations_plan": plan, "ratio": ratios}
