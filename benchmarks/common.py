@@ -24,8 +24,16 @@ def dsb2018_zip() -> Path:
     return DSB2018_ZIP
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" elsewhere): figures depend on it."""
+    path = Path("/proc/cpuinfo")
+    text = path.read_text() if path.is_file() else ""
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+
+
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    return {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+            "platform": platform.platform()}
 
 
 @contextmanager

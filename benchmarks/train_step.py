@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from benchmarks.common import dsb2018_zip, result, run_in_subprocess
+from benchmarks.common import cpu_model, dsb2018_zip, result, run_in_subprocess
 
 NAME = "train_step"
 MEASURE = "training images/s of one 1-thread trial (MobileNetV2 U-Net, 128 px, batch 16), kept levers / today"
@@ -56,12 +56,11 @@ def cpu_peak() -> dict:
 
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     mhz = [float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")]
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
     flags = cpu_flags()
     per_cycle = 64 if "avx512f" in flags else 32 if "avx2" in flags else 8
     cores = os.cpu_count() or 1
     ghz = (max(mhz) if mhz else 0.0) / 1000.0
-    return {"model": model, "cores": cores, "ghz": ghz, "fp32_flop_per_cycle_per_core": per_cycle,
+    return {"model": cpu_model(), "cores": cores, "ghz": ghz, "fp32_flop_per_cycle_per_core": per_cycle,
             "peak_gflops": cores * ghz * per_cycle, "peak_gflops_per_core": ghz * per_cycle,
             "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags}
 

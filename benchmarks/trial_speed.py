@@ -7,11 +7,11 @@ exploration trials (`--max-concurrent 2`, 1 CPU each). "before" is the code of i
 call into TensorFlow, validation through Keras' `predict_on_batch`, every 2 epochs); "after"
 is this checkout with the published space's settings (float32, several steps per execution,
 the graph predictor, validation at ASHA's rungs of the published run and every 2 epochs in the
-last `validation_tail` of the schedule); "after_mixed" adds `precision: mixed` (bfloat16
-here). All use the published space's fixed settings (128-px crops, batch 16, whole validation
-images) and the same seed and split; every (configuration, setting) runs `repeats` times.
-Jobs are queued setting by setting alternately on two workers, so all settings share the
-machine alike.
+last `validation_tail` of the schedule); "after_mixed" adds `precision: mixed` (bfloat16; not
+run on a CPU without bfloat16 instructions, where it would repeat "after"). All use the published
+space's fixed settings (128-px crops, batch 16, whole validation images) and the same seed and
+split; every (configuration, setting) runs `repeats` times. Jobs are queued setting by setting
+alternately on two workers, so all settings share the machine alike.
 
 The figure is the ratio of trial-epochs per CPU-hour (after / before, all runs pooled); the
 validation IoU after the same epochs is reported per setting with its spread over the
