@@ -20,29 +20,16 @@ def test_old_module_names_resolve_to_the_new_modules_only_while_reading():
     assert "search" not in sys.modules and "search.summary" not in sys.modules
 
 
-@pytest.mark.slow  # runs a one-trial search
-def test_an_experiment_state_written_with_the_old_names_lists_its_trials(tmp_path):
+@pytest.mark.slow  # reads a copy of the run's tiny real experiment (tests/results_helpers.py)
+def test_an_experiment_state_written_with_the_old_names_lists_its_trials(tiny_experiment, tmp_path):
     """A real experiment whose saved state names the search's modules as before the move."""
     import json
+    import shutil
 
     from nuclei_search.results.trials import load_experiment
-    from nuclei_search.search.experiment import SearchOptions
-    from nuclei_search.search.runner import run_search
-    from search_helpers import write_space
 
-    import ray
-
-    from nuclei_search.cluster.runtime import connect
-
-    ray.shutdown()
-    connect(None, num_cpus=2, log_to_driver=False)
-    try:
-        summary_ = run_search(SearchOptions(name="old", space=str(write_space(tmp_path, epochs=1)), num_samples=1,
-                                            storage=str(tmp_path / "exp")), progress=False)
-    finally:
-        ray.shutdown()
-    # Ray pickles one object of ours into each trial's state: the trial-folder naming function.
-    # Written before the move, it named `search.runner`; write it so.
+    copy = tmp_path / tiny_experiment.name
+    shutil.copytree(tiny_experiment, copy)
     from ray import cloudpickle
 
     from nuclei_search.search import runner
@@ -54,7 +41,7 @@ def test_an_experiment_state_written_with_the_old_names_lists_its_trials(tmp_pat
         finally:
             runner.trial_dirname.__module__ = "nuclei_search.search.runner"
     assert "7365617263682e72756e6e6572" in old_pickle  # b"search.runner"
-    state_file = sorted(summary_.experiment.glob("experiment_state-*.json"))[-1]
+    state_file = sorted(copy.glob("experiment_state-*.json"))[-1]
     state = json.loads(state_file.read_text())
     for entry in state["trial_data"]:
         trial = json.loads(entry[0])
@@ -62,6 +49,9 @@ def test_an_experiment_state_written_with_the_old_names_lists_its_trials(tmp_pat
         trial["trial_dirname_creator"]["value"] = old_pickle
         entry[0] = json.dumps(trial)
     state_file.write_text(json.dumps(state))
-    experiment = load_experiment(summary_.experiment)
-    assert len(experiment.trials) == 1 and experiment.trials[0].best is not None
+    before = load_experiment(tiny_experiment)
+    experiment = load_experiment(copy)
+    assert [t.trial_id for t in experiment.trials] == [t.trial_id for t in before.trials]
+    assert [t.best for t in experiment.trials] == [t.best for t in before.trials]
+    assert any(t.best is not None for t in experiment.trials)
     assert "search" not in sys.modules and "search.runner" not in sys.modules
