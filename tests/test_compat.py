@@ -30,6 +30,8 @@ def test_an_experiment_state_written_with_the_old_names_lists_its_trials(tiny_ex
 
     copy = tmp_path / tiny_experiment.name
     shutil.copytree(tiny_experiment, copy)
+    # Ray pickles one object of ours into each trial's state: the trial-folder naming function.
+    # Written before the move, it named `search.runner`; write it so.
     from ray import cloudpickle
 
     from nuclei_search.search import runner

@@ -14,8 +14,8 @@ from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError
 
 BACKBONES = backbone_names()
-# depth 5 builds, saves and reloads each backbone once per skip spec: EfficientNetB1 and B2 share
-# B0's and B3's (models/backbones.py: _EFFICIENTNET_SKIPS); at depth 3 every backbone is built
+# At depth 5 (build, save, reload) EfficientNetB1 and B2 are left out: they share B0's and B3's skip
+# layers (models/backbones.py: _EFFICIENTNET_SKIPS), and test_depth3_one_channel builds every backbone.
 DEPTH5_BACKBONES = tuple(name for name in BACKBONES if name not in ("efficientnetb1", "efficientnetb2"))
 RNG = np.random.default_rng(0)
 SQUARE = RNG.random((1, 64, 64, 3)).astype("float32")
@@ -61,7 +61,7 @@ def test_depth3_one_channel(backbone):
     assert "decoder_stage0_bn1" not in {layer.name for layer in model.layers}
 
 
-@pytest.mark.slow  # builds, saves and reloads every skip spec's backbones at depth 5
+@pytest.mark.slow  # builds, saves and reloads the backbones at depth 5 (DEPTH5_BACKBONES)
 @pytest.mark.parametrize("backbone", DEPTH5_BACKBONES)
 def test_depth5_two_channels_skip_strides_and_safe_mode_roundtrip(backbone, tmp_path):
     cfg = _config(backbone, decoder_depth=5, boundary_channel=True, batch_norm=True, dropout=0.1)
