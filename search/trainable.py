@@ -22,7 +22,7 @@ from typing import Callable
 from ray import tune
 
 from nuclei_search.contract import CHECKPOINT_MANIFEST, RANK_METRIC, STATE_FILE
-from nuclei_search.quiet import import_tensorflow
+from nuclei_search.quiet import quiet_tensorflow_import
 from nuclei_search.search.space import REFIT_OF, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def train_unet(config: dict, space_source: str | None = None, space_text: str | 
     """Ray Tune function trainable. `config` holds the sampled values plus the fixed ones.
     `milestones`: the epochs the search's scheduler reads (ASHA's rungs), always validated in
     exploration trials (refit trials are not scheduled)."""
-    import_tensorflow()  # TensorFlow's start-up lines stay out of the trial's log (TF_CPP_MIN_LOG_LEVEL=3)
+    quiet_tensorflow_import()  # its start-up lines stay out of the trial's log (TF_CPP_MIN_LOG_LEVEL=3)
     from nuclei_search.models.train import train
 
     trial_config = SearchSpace.from_text(space_text, source=space_source or "<space>").resolve(config)

@@ -45,17 +45,21 @@ def trial_dirs(experiment: Path) -> list[Path]:
 
 
 def trial_results(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows Ray wrote to the trial's result.json."""
+    return _complete_rows(trial_dir / "result.json")
 
 
 def trial_starts(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "trial_starts.jsonl"
+    """The trial's (re)starts, as its trainable recorded them (search/trainable.py)."""
+    return _complete_rows(trial_dir / "trial_starts.jsonl")
+
+
+def _complete_rows(path: Path) -> list[dict]:
+    """One JSON object a line. A last line without its newline is being written (tests poll running
+    searches; trial_starts.jsonl is rewritten whole): it is left out, never half parsed."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
 
 
 # --------------------------------------------------------------------------- CLI errors and what is kept

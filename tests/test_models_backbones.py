@@ -20,10 +20,7 @@ from nuclei_search.config import BACKBONES as CONFIG_BACKBONES
 from nuclei_search.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    yield
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
 
 def test_registry_matches_config_names():

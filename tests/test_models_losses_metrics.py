@@ -21,10 +21,7 @@ from nuclei_search.models.metrics import (
 from nuclei_search.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    yield
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
 
 def _masks(channels: int = 2, seed: int = 0):

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fas
 
 TINY = dict(data="synthetic:12", image_size=32, batch_size=2, base_filters=4, backbone="mobilenetv2",
             decoder_depth=3, instance_method="cc", augment="flip")
+# the tests of the training loop (steps, validation plan), not of the model: the plain encoder, no BatchNorm
+PLAIN = {**TINY, "backbone": "none", "batch_norm": False}
 
 
 def test_precision_resolves_per_device_and_is_validated():
@@ -76,7 +78,7 @@ def test_execution_steps_divide_the_epoch(steps, expected):
 
 def test_several_steps_per_execution_run_exactly_the_epochs_steps():
     # 10 training images, batch 2: 5 steps per epoch, run as one execution of 5
-    config = TrialConfig(**TINY, epochs=2, validation_freq=2)
+    config = TrialConfig(**PLAIN, epochs=2, validation_freq=2)
     result = train(config, steps_per_execution=5)
     steps = -(-result.n_train // config.batch_size)
     assert int(result.model.optimizer.iterations.numpy()) == 2 * steps  # Keras would round up to whole executions
@@ -134,7 +136,7 @@ def test_validation_tail_outside_0_1_is_refused(tail):
 
 
 def test_train_validates_and_reports_only_the_planned_epochs():
-    config = TrialConfig(**TINY, epochs=5, validation_freq=1, validation_tail=0.4)
+    config = TrialConfig(**PLAIN, epochs=5, validation_freq=1, validation_tail=0.4)
     reported = []
     result = train(config, lambda epoch, row, model, state: reported.append(epoch), validation_milestones=(1,))
     assert reported == [1, 4, 5]

@@ -22,13 +22,8 @@ SQUARE = RNG.random((1, 64, 64, 3)).astype("float32")
 WIDE = RNG.random((1, 96, 160, 3)).astype("float32")
 
 # TF tensors' __array__ lacks numpy 2's `copy` keyword; Keras warns once per weight on save.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
-
-
-@pytest.fixture(autouse=True)
-def _clear_session():
-    yield
-    keras.backend.clear_session()
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+              pytest.mark.usefixtures("fresh_keras_session")]
 
 
 def _config(backbone: str, **kw) -> TrialConfig:

@@ -15,13 +15,8 @@ from nuclei_search.config import TrialConfig
 from nuclei_search.errors import ConfigError, NucleiSearchError
 
 # TF tensors' __array__ lacks numpy 2's `copy` keyword; Keras warns once per weight on save.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
-
-
-@pytest.fixture(autouse=True)
-def _clear_session():
-    yield
-    keras.backend.clear_session()
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+              pytest.mark.usefixtures("fresh_keras_session")]
 
 
 def _config(backbone: str, weights: str, depth: int = 4) -> TrialConfig:

@@ -35,6 +35,7 @@ fixed:
   crops_per_image: 1
   base_filters: 4
   backbone: none
+  batch_norm: false
   augment: flip
   instance_method: cc
 params:

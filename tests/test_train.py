@@ -17,7 +17,7 @@ from nuclei_search.config import TrialConfig
 pytestmark = pytest.mark.slow  # trains, searches or starts Ray (README: the fast lane skips it)
 
 TINY = dict(data="synthetic:12", image_size=32, batch_size=4, base_filters=4, backbone="none",
-            decoder_depth=3, instance_method="cc", augment="flip")
+            decoder_depth=3, batch_norm=False, instance_method="cc", augment="flip")
 
 
 def test_train_cli_writes_model_history_and_metrics(tmp_path, capsys):
@@ -124,3 +124,21 @@ def test_consecutive_trials_in_one_process_release_their_graphs_and_variables():
     after = (alive("FuncGraph"), alive("EagerTensor"), len(context.context().list_function_names()),
              len(ops._gradient_registry._registry))
     assert after == baseline
+
+
+def test_a_missing_data_source_fails_before_tensorflow_is_imported():
+    """A trial with a bad data source ends in about a second, not after TensorFlow's import (~5 s):
+    `train` reads its data first (a search's failing trials free their slot sooner)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from nuclei_search.config import TrialConfig\n"
+            "from nuclei_search.errors import DataError\n"
+            "from nuclei_search.models.train import train\n"
+            "try:\n"
+            "    train(TrialConfig(data='/nonexistent/dsb.zip', backbone='none'))\n"
+            "except DataError as exc:\n"
+            "    print(type(exc).__name__, 'tensorflow' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["DataError", "False"], done.stdout + done.stderr

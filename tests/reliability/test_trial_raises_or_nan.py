@@ -27,6 +27,7 @@ fixed:
   base_filters: 4
   backbone: none
   decoder_depth: 3
+  batch_norm: false
   instance_method: cc
 params:
   data: {choice: [synthetic:12, /nonexistent/dsb.zip]}
