@@ -137,21 +137,10 @@ def _run(source: DatasetSource, ids: list[str], out: Path, workers: int, progres
     bar = tqdm(total=len(ids), desc="prepare", unit="img", disable=not progress)
     records: list[dict] = []
     try:
-        if workers > 1 and len(ids) > 1:
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            ctx = multiprocessing.get_context(method)
-            try:
-                pool = ctx.Pool(workers, initializer=_init_worker, initargs=(source, out))
-            except AssertionError:  # a daemonic process (e.g. some pool workers) cannot fork
-                log.info("cannot start worker processes here; preparing in-process")
-                pool = None
-            if pool is not None:
-                with pool:
-                    chunk = max(1, min(8, len(ids) // (workers * 8)))
-                    for record in pool.imap_unordered(_prepare_one, ids, chunksize=chunk):
-                        records.append(record)
-                        bar.update(1)
-                return records
+        if workers > 1 and len(ids) > 1 and multiprocessing.current_process().daemon:
+            log.info("cannot start worker processes here (a daemonic process); preparing in-process")
+        elif workers > 1 and len(ids) > 1:
+            return _run_in_workers(source, ids, out, workers, bar)
         _init_worker(source, out)
         for image_id in ids:
             records.append(_prepare_one(image_id))
@@ -163,6 +152,28 @@ def _run(source: DatasetSource, ids: list[str], out: Path, workers: int, progres
     finally:
         _init_worker(None, None)  # type: ignore[arg-type]
         bar.close()
+
+
+def _run_in_workers(source: DatasetSource, ids: list[str], out: Path, workers: int, bar) -> list[dict]:
+    """The images prepared by `workers` processes, in the order they finish.
+
+    A `ProcessPoolExecutor`, not a `multiprocessing.Pool`: when an image fails, the pool's
+    `terminate()` kills workers that may be writing a result, and its join of the result
+    handler can then wait for ever (CPython gh-78178; it hung this project's test suite for
+    11 minutes once). The executor lets the images being prepared finish and cancels the rest."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_init_worker, initargs=(source, out))
+    records: list[dict] = []
+    try:
+        for future in as_completed([pool.submit(_prepare_one, image_id) for image_id in ids]):
+            records.append(future.result())
+            bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return records
 
 
 # --------------------------------------------------------------------------- API
