@@ -301,13 +301,14 @@ def train(
     started = time.perf_counter()
     # the data first: a missing or broken source fails before TensorFlow is imported (~5 s of a trial)
     prepared, train_ids, val_ids = load_data(config, progress=progress)
-    configure_tensorflow(cpus=cpus, seed=config.seed)
-    from nuclei_search.models.unet import build_unet, pad_multiple
     if not train_ids or not val_ids:
         raise DataError(
             f"data source {config.data!r} has {len(prepared.ids)} images: too few for a train/val split "
             f"with val_fraction={config.val_fraction}"
         )
+    configure_tensorflow(cpus=cpus, seed=config.seed)
+    from nuclei_search.models.unet import build_unet, pad_multiple
+
     dataset = make_train_dataset(prepared, train_ids, config, cpus=cpus)
     steps = steps_per_epoch(len(train_ids), config)
     per_execution = execution_steps(steps) if steps_per_execution is None else int(steps_per_execution)
