@@ -137,10 +137,10 @@ def _run(source: DatasetSource, ids: list[str], out: Path, workers: int, progres
     bar = tqdm(total=len(ids), desc="prepare", unit="img", disable=not progress)
     records: list[dict] = []
     try:
-        if workers > 1 and len(ids) > 1 and multiprocessing.current_process().daemon:
+        if workers > 1 and len(ids) > 1:
+            if not multiprocessing.current_process().daemon:
+                return _run_in_workers(source, ids, out, workers, bar)
             log.info("cannot start worker processes here (a daemonic process); preparing in-process")
-        elif workers > 1 and len(ids) > 1:
-            return _run_in_workers(source, ids, out, workers, bar)
         _init_worker(source, out)
         for image_id in ids:
             records.append(_prepare_one(image_id))
